@@ -1,0 +1,47 @@
+// The proxy server: workers, their listeners and sessions, graceful and immediate shutdown.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "pgrelay/cluster/monitor.hpp"
+#include "pgrelay/config/config.hpp"
+#include "pgrelay/net/workers.hpp"
+#include "pgrelay/session/session.hpp"
+
+namespace pgrelay::session {
+
+class Server {
+ public:
+  /// Throws on a startup error (TLS files unusable, address in use).
+  Server(std::shared_ptr<const config::Config> config, cluster::Monitor& monitor);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// Opens one listener per worker and starts the worker threads.
+  void start();
+
+  /// Stops accepting, lets in-flight transactions finish for up to `timeout`, then closes the
+  /// rest. Blocks until every session has ended (or a short grace after the deadline).
+  void shutdown(std::chrono::milliseconds timeout);
+
+  /// Applies a reloaded configuration to sessions that start from now on.
+  void reload(std::shared_ptr<const config::Config> config);
+
+  [[nodiscard]] std::uint32_t client_count() const { return shared_.clients.load(); }
+
+ private:
+  net::asio::awaitable<void> accept_loop(std::size_t worker);
+  /// Runs `fn` on every worker's thread and waits until all have run it.
+  template <typename Fn>
+  void on_each_worker(Fn fn);
+
+  Shared shared_;
+  net::Workers workers_;
+  std::vector<std::unique_ptr<WorkerSessions>> sessions_;
+  std::vector<std::unique_ptr<net::tcp::acceptor>> acceptors_;
+};
+
+}  // namespace pgrelay::session

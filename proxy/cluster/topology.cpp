@@ -1,0 +1,56 @@
+// Role assignment over a set of probed nodes: primary election and fencing.
+#include "pgrelay/cluster/topology.hpp"
+
+namespace pgrelay::cluster {
+
+std::string_view to_string(NodeRole role) {
+  switch (role) {
+    case NodeRole::kUnknown:
+      return "unknown";
+    case NodeRole::kPrimary:
+      return "primary";
+    case NodeRole::kStandby:
+      return "standby";
+    case NodeRole::kDown:
+      return "down";
+    case NodeRole::kFenced:
+      return "fenced";
+  }
+  return "unknown";
+}
+
+void assign_roles(Topology& topology, std::uint32_t failure_threshold) {
+  topology.primary = -1;
+  std::uint32_t best_timeline = 0;
+  int best = -1;
+  int claims_at_best = 0;
+  for (std::size_t i = 0; i < topology.nodes.size(); ++i) {
+    NodeStatus& node = topology.nodes[i];
+    if (node.consecutive_failures >= failure_threshold) {
+      node.role = NodeRole::kDown;
+      continue;
+    }
+    if (node.timeline == 0) {  // never probed successfully
+      node.role = NodeRole::kUnknown;
+      continue;
+    }
+    node.role = node.in_recovery ? NodeRole::kStandby : NodeRole::kPrimary;
+    if (node.in_recovery) continue;
+    if (node.timeline > best_timeline) {
+      best_timeline = node.timeline;
+      best = static_cast<int>(i);
+      claims_at_best = 1;
+    } else if (node.timeline == best_timeline) {
+      ++claims_at_best;
+    }
+  }
+  for (auto& node : topology.nodes) {
+    if (node.role != NodeRole::kPrimary) continue;
+    // Older timeline: an old primary that came back. Same timeline twice: split brain, serve
+    // neither for writes.
+    if (node.timeline < best_timeline || claims_at_best > 1) node.role = NodeRole::kFenced;
+  }
+  if (claims_at_best == 1) topology.primary = best;
+}
+
+}  // namespace pgrelay::cluster

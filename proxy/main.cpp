@@ -1,0 +1,149 @@
+// pgrelay's entry point: command line, configuration, logging, signals; wires the modules.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/signal_set.hpp>
+#include <cstring>
+#include <iostream>
+
+#include "pgrelay/cluster/monitor.hpp"
+#include "pgrelay/config/config.hpp"
+#include "pgrelay/session/server.hpp"
+
+namespace {
+
+using namespace pgrelay;
+
+void usage(std::ostream& out) {
+  out << "usage: pgrelay -c FILE | --config FILE     run the proxy\n"
+         "       pgrelay --check -c FILE             validate FILE, print FILE:LINE: message "
+         "per error\n"
+         "       pgrelay --version\n";
+}
+
+void print_errors(const config::LoadResult& result) {
+  for (const auto& error : result.errors) std::cerr << error.format() << '\n';
+}
+
+void setup_logging(const config::Config& config) {
+  auto logger = spdlog::stderr_color_mt("pgrelay");
+  logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ %v");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(config.log.level));
+  spdlog::flush_on(spdlog::level::info);
+}
+
+bool same_backends(const config::Config& a, const config::Config& b) {
+  if (a.backends.size() != b.backends.size()) return false;
+  for (std::size_t i = 0; i < a.backends.size(); ++i) {
+    const auto& x = a.backends[i];
+    const auto& y = b.backends[i];
+    if (x.name != y.name || x.host != y.host || x.port != y.port || x.weight != y.weight) {
+      return false;
+    }
+  }
+  return true;
+}
+
+int run(const std::string& path) {
+  auto loaded = config::load_config(path);
+  if (!loaded.config) {
+    print_errors(loaded);
+    return 1;
+  }
+  auto config = loaded.config;
+  setup_logging(*config);
+  spdlog::info("pgrelay {} starting with {}", PGRELAY_VERSION, path);
+  for (const auto& note : config->inactive_notes) spdlog::warn("{}", note);
+
+  auto monitor = std::make_unique<cluster::Monitor>(config->monitor, config->backends);
+  monitor->start();
+  // Give the first probes a moment so the first clients need not wait for a primary.
+  monitor->wait_first_round(std::chrono::milliseconds(3000));
+
+  std::unique_ptr<session::Server> server;
+  try {
+    server = std::make_unique<session::Server>(config, *monitor);
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
+  }
+  server->start();
+
+  net::asio::io_context control;
+  net::asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
+  int exit_code = 0;
+  std::function<void(const net::error_code&, int)> on_signal = [&](const net::error_code& ec,
+                                                                   int signal) {
+    if (ec) return;
+    if (signal == SIGHUP) {
+      auto reloaded = config::load_config(path);
+      if (!reloaded.config) {
+        for (const auto& error : reloaded.errors) {
+          spdlog::error("reload: {}", error.format());
+        }
+        spdlog::error("reload failed; keeping the running configuration");
+      } else {
+        if (!same_backends(*config, *reloaded.config)) {
+          spdlog::warn("reload: [[backend]] changes need a restart in this version; ignored");
+        }
+        spdlog::set_level(spdlog::level::from_str(reloaded.config->log.level));
+        config = reloaded.config;
+        server->reload(config);
+        spdlog::info("configuration reloaded from {}", path);
+      }
+      signals.async_wait(on_signal);
+      return;
+    }
+    if (signal == SIGTERM) {
+      server->shutdown(std::chrono::milliseconds(config->limits.shutdown_timeout_ms));
+    } else {
+      spdlog::info("interrupted: exiting at once");
+      spdlog::default_logger()->flush();
+      std::_Exit(0);
+    }
+    control.stop();
+  };
+  signals.async_wait(on_signal);
+  control.run();
+  monitor->stop();
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if ((arg == "-c" || arg == "--config") && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (arg.starts_with("--config=")) {
+      config_path = std::string(arg.substr(9));
+    } else if (arg == "--check") {
+      check = true;
+    } else if (arg == "--version") {
+      std::cout << "pgrelay " << PGRELAY_VERSION << '\n';
+      return 0;
+    } else if (arg == "-h" || arg == "--help") {
+      usage(std::cout);
+      return 0;
+    } else {
+      std::cerr << "pgrelay: unknown argument \"" << arg << "\"\n";
+      usage(std::cerr);
+      return 2;
+    }
+  }
+  if (config_path.empty()) {
+    usage(std::cerr);
+    return 2;
+  }
+  if (check) {
+    const auto result = config::load_config(config_path);
+    print_errors(result);
+    if (result.config) std::cout << config_path << ": configuration is valid\n";
+    return result.config ? 0 : 1;
+  }
+  return run(config_path);
+}

@@ -1,0 +1,176 @@
+// Views over the message bodies pgrelay reads and builders for the messages it writes.
+#include "pgrelay/protocol/messages.hpp"
+
+#include <array>
+
+namespace pgrelay::protocol {
+
+namespace {
+
+// One static table per direction: which type bytes protocol 3.0 defines.
+constexpr std::array<bool, 256> make_table(std::string_view types) {
+  std::array<bool, 256> table{};
+  for (char c : types) table[static_cast<unsigned char>(c)] = true;
+  return table;
+}
+constexpr auto kFrontendTypes = make_table("BCdcDEHFPpQSX");
+constexpr auto kBackendTypes = make_table("RK23CdcGHWDIEVvnNAtS1sZT");
+
+// Starts a message: type byte and a length placeholder. Returns the offset of the length.
+std::size_t begin_message(ByteVector& out, char type) {
+  out.push_back(static_cast<std::uint8_t>(type));
+  const std::size_t at = out.size();
+  append_u32(out, 0);
+  return at;
+}
+
+void end_message(ByteVector& out, std::size_t at) {
+  write_u32(out.data() + at, static_cast<std::uint32_t>(out.size() - at));
+}
+
+}  // namespace
+
+bool is_known(FrontendType type) { return kFrontendTypes[static_cast<unsigned char>(type)]; }
+bool is_known(BackendType type) { return kBackendTypes[static_cast<unsigned char>(type)]; }
+
+bool auth_expects_response(AuthCode code) {
+  switch (code) {
+    case AuthCode::kCleartextPassword:
+    case AuthCode::kMd5Password:
+    case AuthCode::kGss:
+    case AuthCode::kGssContinue:
+    case AuthCode::kSspi:
+    case AuthCode::kSasl:
+    case AuthCode::kSaslContinue:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::optional<TransactionStatus> parse_ready_for_query(Bytes body) {
+  if (body.size() != 1) return std::nullopt;
+  const auto status = static_cast<TransactionStatus>(body[0]);
+  if (status != TransactionStatus::kIdle && status != TransactionStatus::kInTransaction &&
+      status != TransactionStatus::kFailed) {
+    return std::nullopt;
+  }
+  return status;
+}
+
+std::optional<BackendKeyData> parse_backend_key_data(Bytes body) {
+  if (body.size() != 8) return std::nullopt;
+  return BackendKeyData{read_u32(body.data()), read_u32(body.data() + 4)};
+}
+
+std::optional<AuthCode> parse_authentication_code(Bytes body) {
+  if (body.size() < 4) return std::nullopt;
+  return static_cast<AuthCode>(read_u32(body.data()));
+}
+
+std::optional<ParameterStatus> parse_parameter_status(Bytes body) {
+  ParameterStatus status;
+  std::size_t pos = 0;
+  if (!read_cstring(body, pos, status.name) || !read_cstring(body, pos, status.value) ||
+      pos != body.size()) {
+    return std::nullopt;
+  }
+  return status;
+}
+
+std::optional<ErrorFields> parse_error_fields(Bytes body) {
+  ErrorFields fields;
+  std::size_t pos = 0;
+  while (pos < body.size()) {
+    const auto code = static_cast<char>(body[pos++]);
+    if (code == 0) return pos == body.size() ? std::optional(fields) : std::nullopt;
+    std::string_view value;
+    if (!read_cstring(body, pos, value)) return std::nullopt;
+    switch (code) {
+      case 'S':
+        if (fields.severity.empty()) fields.severity = value;
+        break;
+      case 'V':
+        fields.severity = value;
+        break;
+      case 'C':
+        fields.sqlstate = value;
+        break;
+      case 'M':
+        fields.message = value;
+        break;
+      case 'D':
+        fields.detail = value;
+        break;
+      default:
+        break;
+    }
+  }
+  return std::nullopt;  // no terminator
+}
+
+std::optional<std::string_view> parse_query(Bytes body) {
+  std::size_t pos = 0;
+  std::string_view sql;
+  if (!read_cstring(body, pos, sql) || pos != body.size()) return std::nullopt;
+  return sql;
+}
+
+std::optional<ParseMessage> parse_parse(Bytes body) {
+  ParseMessage parse;
+  std::size_t pos = 0;
+  if (!read_cstring(body, pos, parse.statement) || !read_cstring(body, pos, parse.query) ||
+      pos + 2 > body.size()) {
+    return std::nullopt;
+  }
+  const std::size_t types = read_u16(body.data() + pos);
+  if (pos + 2 + types * 4 != body.size()) return std::nullopt;
+  return parse;
+}
+
+void append_error_response(ByteVector& out, Severity severity, std::string_view sqlstate,
+                           std::string_view message, std::string_view detail) {
+  const std::size_t at = begin_message(out, 'E');
+  const std::string_view sev = severity == Severity::kFatal ? "FATAL" : "ERROR";
+  out.push_back('S');
+  append_cstring(out, sev);
+  out.push_back('V');
+  append_cstring(out, sev);
+  out.push_back('C');
+  append_cstring(out, sqlstate);
+  out.push_back('M');
+  append_cstring(out, message);
+  if (!detail.empty()) {
+    out.push_back('D');
+    append_cstring(out, detail);
+  }
+  out.push_back(0);
+  end_message(out, at);
+}
+
+void append_parameter_status(ByteVector& out, std::string_view name, std::string_view value) {
+  const std::size_t at = begin_message(out, 'S');
+  append_cstring(out, name);
+  append_cstring(out, value);
+  end_message(out, at);
+}
+
+void append_backend_key_data(ByteVector& out, BackendKeyData key) {
+  const std::size_t at = begin_message(out, 'K');
+  append_u32(out, key.process_id);
+  append_u32(out, key.secret_key);
+  end_message(out, at);
+}
+
+void append_ready_for_query(ByteVector& out, TransactionStatus status) {
+  const std::size_t at = begin_message(out, 'Z');
+  out.push_back(static_cast<std::uint8_t>(status));
+  end_message(out, at);
+}
+
+void append_terminate(ByteVector& out) {
+  const std::size_t at = begin_message(out, 'X');
+  end_message(out, at);
+}
+
+}  // namespace pgrelay::protocol

@@ -1,0 +1,112 @@
+// Listeners, accept loops and shutdown across the worker threads.
+#include "pgrelay/session/server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/post.hpp>
+#include <future>
+#include <thread>
+
+namespace pgrelay::session {
+
+namespace asio = net::asio;
+using namespace std::chrono_literals;
+
+Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& monitor)
+    : workers_(config->listen.workers) {
+  if (config->tls) shared_.tls = net::make_server_tls_context(config->tls->cert, config->tls->key);
+  shared_.monitor = &monitor;
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    sessions_.push_back(std::make_unique<WorkerSessions>());
+    acceptors_.push_back(std::make_unique<net::tcp::acceptor>(net::make_listener(
+        workers_.context(i), config->listen.address, config->listen.port)));
+  }
+  shared_.config.store(std::move(config));
+}
+
+Server::~Server() {
+  workers_.stop();
+  workers_.join();
+}
+
+void Server::start() {
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    asio::co_spawn(workers_.context(i), accept_loop(i), asio::detached);
+  }
+  workers_.start();
+  const auto config = shared_.config.load();
+  spdlog::info("listening on {}:{} with {} worker{}{}", config->listen.address,
+               config->listen.port, workers_.size(), workers_.size() == 1 ? "" : "s",
+               shared_.tls ? ", TLS available" : "");
+}
+
+void Server::reload(std::shared_ptr<const config::Config> config) {
+  shared_.config.store(std::move(config));
+}
+
+asio::awaitable<void> Server::accept_loop(std::size_t worker) {
+  auto& acceptor = *acceptors_[worker];
+  auto& sessions = *sessions_[worker];
+  asio::steady_timer backoff(acceptor.get_executor());
+  while (acceptor.is_open()) {
+    auto [ec, socket] = co_await acceptor.async_accept(net::kNoThrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) break;
+      // Out of file descriptors and the like: wait a little instead of spinning.
+      spdlog::warn("accept failed: {}", ec.message());
+      backoff.expires_after(100ms);
+      co_await backoff.async_wait(net::kNoThrow);
+      continue;
+    }
+    net::set_no_delay(socket);
+    auto session = std::make_shared<Session>(shared_, sessions, std::move(socket));
+    Session::start(session);
+    if (sessions.stopping) session->request_stop();
+  }
+}
+
+template <typename Fn>
+void Server::on_each_worker(Fn fn) {
+  std::vector<std::future<void>> done;
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    auto task = std::make_shared<std::packaged_task<void()>>([this, i, fn] { fn(i); });
+    done.push_back(task->get_future());
+    asio::post(workers_.context(i), [task] { (*task)(); });
+  }
+  for (auto& f : done) f.wait();
+}
+
+void Server::shutdown(std::chrono::milliseconds timeout) {
+  spdlog::info("shutting down: {} client{} connected, waiting up to {} ms for transactions",
+               client_count(), client_count() == 1 ? "" : "s", timeout.count());
+  on_each_worker([this](std::size_t i) {
+    net::error_code ignored;
+    acceptors_[i]->close(ignored);
+    sessions_[i]->stopping = true;
+    // Copy: request_stop never destroys a session synchronously, but stay safe.
+    const std::vector<Session*> list(sessions_[i]->sessions.begin(), sessions_[i]->sessions.end());
+    for (Session* s : list) s->request_stop();
+  });
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (client_count() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  if (client_count() > 0) {
+    spdlog::warn("shutdown deadline reached: closing {} remaining client{}", client_count(),
+                 client_count() == 1 ? "" : "s");
+    on_each_worker([this](std::size_t i) {
+      const std::vector<Session*> list(sessions_[i]->sessions.begin(),
+                                       sessions_[i]->sessions.end());
+      for (Session* s : list) s->force_close();
+    });
+    const auto grace = std::chrono::steady_clock::now() + 2s;
+    while (client_count() > 0 && std::chrono::steady_clock::now() < grace) {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  workers_.stop();
+  workers_.join();
+  spdlog::info("stopped");
+}
+
+}  // namespace pgrelay::session

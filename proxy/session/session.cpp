@@ -1,0 +1,630 @@
+// The client session coroutine: startup packet, TLS, login pass-through to the primary, relaying
+// with transaction tracking, cancel forwarding, and graceful stop.
+#include "pgrelay/session/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "pgrelay/net/workers.hpp"
+#include "pgrelay/protocol/sqlstate.hpp"
+
+namespace pgrelay::session {
+
+namespace asio = net::asio;
+using asio::awaitable;
+using net::error_code;
+using net::kNoThrow;
+using net::tcp;
+using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
+namespace sqlstate = protocol::sqlstate;
+using protocol::BackendType;
+using protocol::FrontendType;
+
+namespace {
+
+/// Relay buffer per direction. Large enough that a big result streams in few syscalls.
+constexpr std::size_t kRelayBufferSize = 32 * 1024;
+/// Largest client message accepted during login (password, SASL): PostgreSQL's auth token limit.
+constexpr std::uint32_t kMaxLoginMessage = 65535;
+/// How often a session re-reads the topology while waiting for a primary.
+constexpr auto kPrimaryPoll = 20ms;
+/// How long pgrelay tries to deliver its last FATAL to a client before closing anyway.
+constexpr auto kFinalWriteTimeout = 1s;
+
+std::string endpoint_text(const tcp::socket& socket) {
+  error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  if (ec) return "?";
+  return ep.address().to_string() + ":" + std::to_string(ep.port());
+}
+
+}  // namespace
+
+Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
+    : shared_(shared),
+      worker_(worker),
+      config_(shared.config.load()),
+      id_(shared.next_id.fetch_add(1, std::memory_order_relaxed)),
+      started_(std::chrono::steady_clock::now()),
+      client_(std::move(socket)),
+      server_(client_.get_executor()),
+      watchdog_(client_.get_executor()),
+      timer_(client_.get_executor()),
+      c2s_scanner_(config_->limits.max_message_bytes),
+      s2c_scanner_(config_->limits.max_message_bytes) {
+  peer_ = endpoint_text(client_);
+  worker_.sessions.insert(this);
+}
+
+Session::~Session() {
+  worker_.sessions.erase(this);
+  if (client_key_) shared_.cancels.remove(*client_key_);
+  if (counted_) shared_.clients.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Session::start(const std::shared_ptr<Session>& session) {
+  asio::co_spawn(
+      session->client_.get_executor(),
+      [self = session]() -> awaitable<void> {
+        try {
+          co_await self->run();
+        } catch (const std::exception& e) {
+          // No exception may end the process; one that escapes is a bug worth a loud line.
+          spdlog::error("c{}: internal error: {}", self->id_, e.what());
+        }
+      },
+      asio::detached);
+}
+
+void Session::set_final_error(std::string_view sqlstate, std::string message) {
+  if (!final_error_) final_error_ = FinalError{sqlstate, std::move(message)};
+}
+
+void Session::stop_relay(std::string_view reason) {
+  if (close_reason_.empty()) close_reason_ = reason;
+  if (closing_) return;
+  closing_ = true;
+  error_code ignored;
+  if (logged_in_ && server_.is_open() && !replication_) {
+    // Best effort: tell the server we are leaving so it does not log an unexpected EOF.
+    protocol::ByteVector terminate;
+    protocol::append_terminate(terminate);
+    server_.non_blocking(true, ignored);
+    server_.send(asio::buffer(terminate), 0, ignored);
+  }
+  server_.close(ignored);
+  client_.cancel(ignored);
+  timer_.cancel();
+}
+
+void Session::request_stop() {
+  stopping_ = true;
+  if (!logged_in_) {
+    // Still logging in: the startup watchdog bounds it; let the login finish or fail, and
+    // close the session right after (checked in run()).
+    return;
+  }
+  if (replication_) return;  // streams until the shutdown deadline
+  if (idle() && !s2c_writing_) {
+    set_final_error(sqlstate::kAdminShutdown, "terminating connection due to administrator command");
+    stop_relay("server shutting down");
+  }
+}
+
+void Session::force_close() {
+  stopping_ = true;
+  set_final_error(sqlstate::kAdminShutdown, "terminating connection due to administrator command");
+  stop_relay("shutdown deadline reached");
+  error_code ignored;
+  watchdog_.cancel();
+  client_.cancel(ignored);
+}
+
+awaitable<void> Session::send_fatal(std::string_view sqlstate, std::string message,
+                                    std::string_view detail) {
+  if (close_reason_.empty()) close_reason_ = "error";
+  spdlog::info("c{}: FATAL {} {}{}{}", id_, sqlstate, message, detail.empty() ? "" : ": ",
+               detail);
+  out_.clear();
+  protocol::append_error_response(out_, protocol::Severity::kFatal, sqlstate, message, detail);
+  timer_.expires_after(kFinalWriteTimeout);
+  co_await (client_write(asio::buffer(out_)) || timer_.async_wait(kNoThrow));
+}
+
+awaitable<void> Session::run() {
+  const auto& limits = config_->limits;
+  if (shared_.clients.fetch_add(1, std::memory_order_relaxed) >= limits.max_clients) {
+    counted_ = true;
+    co_await send_fatal(sqlstate::kTooManyConnections, "sorry, too many clients already",
+                        "pgrelay's [limits] max_clients is " + std::to_string(limits.max_clients));
+    co_return;
+  }
+  counted_ = true;
+  spdlog::debug("c{}: accepted from {}", id_, peer_);
+
+  // Startup packet, TLS and login must finish within startup_timeout_ms.
+  watchdog_.expires_after(std::chrono::milliseconds(limits.startup_timeout_ms));
+  watchdog_.async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || self->logged_in_) return;
+    self->timed_out_ = true;
+    error_code ignored;
+    self->client_.cancel(ignored);
+    self->server_.cancel(ignored);
+    self->timer_.cancel();
+  });
+
+  protocol::StartupMessage startup;
+  if (!co_await read_startup(startup)) {
+    watchdog_.cancel();
+    co_return;
+  }
+  user_ = std::string(startup.get("user").value_or(""));
+  database_ = std::string(startup.get("database").value_or(user_));
+  replication_ = protocol::is_replication_value(startup.get("replication").value_or(""));
+
+  if (!co_await connect_primary()) {
+    watchdog_.cancel();
+    co_return;
+  }
+  const bool ok = co_await login();
+  watchdog_.cancel();
+  if (!ok) co_return;
+
+  spdlog::info("c{}: login user={} database={}{} from {} on {} ({}:{}){}", id_, user_, database_,
+               replication_ ? " replication" : "", peer_, backend_name_, backend_host_,
+               backend_port_, tls_ ? " tls" : "");
+  if (stopping_) request_stop();
+  co_await relay();
+
+  if (final_error_) {
+    co_await send_fatal(final_error_->sqlstate, final_error_->message);
+  }
+  error_code ignored;
+  if (tls_) {
+    timer_.expires_after(kFinalWriteTimeout);
+    co_await (tls_->async_shutdown(kNoThrow) || timer_.async_wait(kNoThrow));
+  }
+  client_.close(ignored);
+  const auto seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  spdlog::info("c{}: closed ({}) after {:.3f} s", id_,
+               close_reason_.empty() ? "client closed" : close_reason_, seconds);
+}
+
+awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
+  // A client may ask for TLS and for GSS encryption before its startup message; a few rounds
+  // suffice for any real client.
+  for (int round = 0; round < 4; ++round) {
+    std::array<std::uint8_t, 4> length_bytes{};
+    auto [ec, n] = co_await client_read_exact(asio::buffer(length_bytes));
+    if (ec) {
+      if (timed_out_) {
+        co_await send_fatal(sqlstate::kProtocolViolation,
+                            "incomplete startup packet: not received within " +
+                                std::to_string(config_->limits.startup_timeout_ms) + " ms");
+      } else {
+        close_reason_ = n == 0 && round == 0 ? "closed before startup" : "incomplete startup packet";
+        spdlog::debug("c{}: {}", id_, close_reason_);
+      }
+      co_return false;
+    }
+    const std::uint32_t length = protocol::read_u32(length_bytes.data());
+    if (auto error = protocol::check_startup_length(length)) {
+      co_await send_fatal(error->sqlstate, error->message);
+      co_return false;
+    }
+    startup_packet_.resize(length);
+    std::copy(length_bytes.begin(), length_bytes.end(), startup_packet_.begin());
+    std::tie(ec, n) = co_await client_read_exact(asio::buffer(startup_packet_.data() + 4, length - 4));
+    if (ec) {
+      if (timed_out_) {
+        co_await send_fatal(sqlstate::kProtocolViolation,
+                            "incomplete startup packet: not received within " +
+                                std::to_string(config_->limits.startup_timeout_ms) + " ms");
+      } else {
+        close_reason_ = "incomplete startup packet";
+      }
+      co_return false;
+    }
+
+    auto packet = protocol::parse_startup_packet(startup_packet_);
+    if (std::holds_alternative<protocol::SslRequest>(packet)) {
+      if (tls_) {
+        co_await send_fatal(sqlstate::kProtocolViolation, "SSLRequest received on a TLS connection");
+        co_return false;
+      }
+      const char answer = shared_.tls ? 'S' : 'N';
+      std::tie(ec, n) = co_await client_write(asio::buffer(&answer, 1));
+      if (ec) co_return false;
+      if (shared_.tls) {
+        tls_.emplace(client_, *shared_.tls);
+        auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::server, kNoThrow);
+        if (hec) {
+          close_reason_ = "TLS handshake failed";
+          spdlog::info("c{}: TLS handshake with {} failed: {}", id_, peer_, hec.message());
+          co_return false;
+        }
+      }
+      continue;
+    }
+    if (std::holds_alternative<protocol::GssEncRequest>(packet)) {
+      const char answer = 'N';
+      std::tie(ec, n) = co_await client_write(asio::buffer(&answer, 1));
+      if (ec) co_return false;
+      continue;
+    }
+    if (auto* cancel = std::get_if<protocol::CancelRequest>(&packet)) {
+      co_await forward_cancel(*cancel);
+      co_return false;
+    }
+    if (auto* error = std::get_if<protocol::StartupError>(&packet)) {
+      co_await send_fatal(error->sqlstate, error->message);
+      co_return false;
+    }
+    startup = std::move(std::get<protocol::StartupMessage>(packet));
+    co_return true;
+  }
+  co_await send_fatal(sqlstate::kProtocolViolation, "too many encryption requests before startup");
+  co_return false;
+}
+
+awaitable<void> Session::forward_cancel(protocol::CancelRequest request) {
+  close_reason_ = "cancel request";
+  const auto target = shared_.cancels.find({request.process_id, request.secret_key});
+  if (!target) {
+    // PostgreSQL ignores unknown keys without a word; so do we.
+    spdlog::debug("c{}: cancel request with an unknown key ignored", id_);
+    co_return;
+  }
+  if (auto ec = co_await connect_to(target->host, target->port)) {
+    spdlog::info("c{}: cannot forward cancel request to {}:{}: {}", id_, target->host,
+                 target->port, ec.message());
+    co_return;
+  }
+  const auto packet = protocol::build_cancel_request({target->key.process_id, target->key.secret_key});
+  auto [ec, n] = co_await asio::async_write(server_, asio::buffer(packet), kNoThrow);
+  spdlog::info("c{}: cancel request forwarded to {}:{}{}", id_, target->host, target->port,
+               ec ? ": " + ec.message() : std::string());
+  // Wait for the server to close, as PostgreSQL's own clients do, so the cancel is processed.
+  std::uint8_t byte = 0;
+  timer_.expires_after(std::chrono::milliseconds(config_->limits.connect_timeout_ms));
+  co_await (server_.async_read_some(asio::buffer(&byte, 1), kNoThrow) ||
+            timer_.async_wait(kNoThrow));
+  error_code ignored;
+  server_.close(ignored);
+}
+
+awaitable<error_code> Session::connect_to(const std::string& host, std::uint16_t port) {
+  error_code ec;
+  tcp::endpoint endpoint;
+  const auto address = asio::ip::make_address(host, ec);
+  if (!ec) {
+    endpoint = tcp::endpoint(address, port);
+  } else {
+    tcp::resolver resolver(server_.get_executor());
+    auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), kNoThrow);
+    if (rec) co_return rec;
+    if (results.empty()) co_return asio::error::host_not_found;
+    endpoint = *results.begin();
+  }
+  if (server_.is_open()) server_.close(ec);
+  timer_.expires_after(std::chrono::milliseconds(config_->limits.connect_timeout_ms));
+  auto result = co_await (server_.async_connect(endpoint, kNoThrow) || timer_.async_wait(kNoThrow));
+  if (result.index() == 1) {
+    server_.close(ec);
+    co_return timed_out_ ? asio::error::operation_aborted : asio::error::timed_out;
+  }
+  ec = std::get<0>(std::get<0>(result));
+  if (!ec) net::set_no_delay(server_);
+  co_return ec;
+}
+
+awaitable<bool> Session::connect_primary() {
+  const auto wait = std::chrono::milliseconds(config_->routing.primary_wait_ms);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::string last_problem;
+  bool waited = false;
+  while (true) {
+    const auto topology = shared_.monitor->topology();
+    if (const auto* primary = topology->primary_node()) {
+      backend_name_ = primary->name;
+      backend_host_ = primary->host;
+      backend_port_ = primary->port;
+      const auto ec = co_await connect_to(backend_host_, backend_port_);
+      if (!ec) {
+        if (waited) {
+          spdlog::info("c{}: primary {} reached after waiting {} ms", id_, backend_name_,
+                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - started_)
+                           .count());
+        }
+        co_return true;
+      }
+      last_problem = "could not connect to primary \"" + backend_name_ + "\" (" + backend_host_ +
+                     ":" + std::to_string(backend_port_) + "): " + ec.message();
+      spdlog::info("c{}: {}", id_, last_problem);
+      shared_.monitor->request_probe();
+    } else {
+      last_problem = "no backend is known to be the primary";
+    }
+    if (timed_out_ || std::chrono::steady_clock::now() >= deadline) break;
+    waited = true;
+    timer_.expires_after(std::min<std::chrono::steady_clock::duration>(
+        kPrimaryPoll, deadline - std::chrono::steady_clock::now()));
+    co_await timer_.async_wait(kNoThrow);
+  }
+  close_reason_ = "no primary";
+  co_await send_fatal(sqlstate::kCannotConnectNow,
+                      "no primary server is available (waited " +
+                          std::to_string(config_->routing.primary_wait_ms) + " ms)",
+                      last_problem);
+  co_return false;
+}
+
+awaitable<std::optional<protocol::Bytes>> Session::next_server_message() {
+  while (true) {
+    const protocol::Bytes available(login_buffer_.data() + login_begin_, login_end_ - login_begin_);
+    const auto frame =
+        protocol::decode_frame<BackendType>(available, config_->limits.max_message_bytes);
+    if (frame.status == protocol::FrameStatus::kMalformed) co_return std::nullopt;
+    if (frame.status == protocol::FrameStatus::kComplete) {
+      login_begin_ += frame.header.total_length();
+      co_return available.first(frame.header.total_length());
+    }
+    const std::size_t needed = available.size() >= protocol::kHeaderLength
+                                   ? frame.header.total_length()
+                                   : protocol::kHeaderLength;
+    if (login_begin_ > 0) {
+      std::copy(login_buffer_.begin() + static_cast<std::ptrdiff_t>(login_begin_),
+                login_buffer_.begin() + static_cast<std::ptrdiff_t>(login_end_),
+                login_buffer_.begin());
+      login_end_ -= login_begin_;
+      login_begin_ = 0;
+    }
+    if (login_buffer_.size() < std::max<std::size_t>(needed, 4096)) {
+      login_buffer_.resize(std::max<std::size_t>(needed, 4096));
+    }
+    auto [ec, n] = co_await server_.async_read_some(
+        asio::buffer(login_buffer_.data() + login_end_, login_buffer_.size() - login_end_),
+        kNoThrow);
+    if (ec) co_return std::nullopt;
+    login_end_ += n;
+  }
+}
+
+awaitable<bool> Session::login() {
+  auto [ec, n] = co_await asio::async_write(server_, asio::buffer(startup_packet_), kNoThrow);
+  out_.clear();
+  const std::string backend = "\"" + backend_name_ + "\"";
+  while (!ec) {
+    const auto message = co_await next_server_message();
+    if (!message) break;
+    const auto type = static_cast<BackendType>((*message)[0]);
+    const auto body = message->subspan(protocol::kHeaderLength);
+    switch (type) {
+      case BackendType::kAuthentication: {
+        out_.insert(out_.end(), message->begin(), message->end());
+        const auto code = protocol::parse_authentication_code(body);
+        if (!code || !protocol::auth_expects_response(*code)) break;
+        std::tie(ec, n) = co_await client_write(asio::buffer(out_));
+        out_.clear();
+        if (ec) co_return false;
+        // The client's answer: one 'p' message, forwarded as it is.
+        std::array<std::uint8_t, protocol::kHeaderLength> header{};
+        std::tie(ec, n) = co_await client_read_exact(asio::buffer(header));
+        if (ec) {
+          close_reason_ = timed_out_ ? "login timed out" : "client left during authentication";
+          if (timed_out_) {
+            co_await send_fatal(sqlstate::kProtocolViolation,
+                                "authentication not completed within " +
+                                    std::to_string(config_->limits.startup_timeout_ms) + " ms");
+          }
+          co_return false;
+        }
+        const std::uint32_t length = protocol::read_u32(header.data() + 1);
+        if (header[0] != static_cast<std::uint8_t>(FrontendType::kPassword) || length < 4 ||
+            length > kMaxLoginMessage) {
+          co_await send_fatal(sqlstate::kProtocolViolation,
+                              "expected an authentication response from the client");
+          co_return false;
+        }
+        out_.assign(header.begin(), header.end());
+        out_.resize(std::size_t{length} + 1);
+        std::tie(ec, n) =
+            co_await client_read_exact(asio::buffer(out_.data() + protocol::kHeaderLength,
+                                                    length - 4));
+        if (ec) {
+          close_reason_ = "client left during authentication";
+          co_return false;
+        }
+        std::tie(ec, n) = co_await asio::async_write(server_, asio::buffer(out_), kNoThrow);
+        out_.clear();
+        break;
+      }
+      case BackendType::kBackendKeyData: {
+        const auto key = protocol::parse_backend_key_data(body);
+        if (!key) {
+          co_await send_fatal(sqlstate::kProtocolViolation,
+                              "invalid BackendKeyData from backend " + backend);
+          co_return false;
+        }
+        CancelTarget target{backend_host_, backend_port_, *key};
+        if (client_key_) {
+          shared_.cancels.update(*client_key_, std::move(target));
+        } else {
+          client_key_ = shared_.cancels.add(std::move(target));
+        }
+        protocol::append_backend_key_data(out_, *client_key_);
+        break;
+      }
+      case BackendType::kReadyForQuery: {
+        out_.insert(out_.end(), message->begin(), message->end());
+        tx_status_ = protocol::parse_ready_for_query(body).value_or(tx_status_);
+        std::tie(ec, n) = co_await client_write(asio::buffer(out_));
+        out_.clear();
+        if (ec) co_return false;
+        logged_in_ = true;
+        co_return true;
+      }
+      case BackendType::kErrorResponse: {
+        out_.insert(out_.end(), message->begin(), message->end());
+        co_await client_write(asio::buffer(out_));
+        out_.clear();
+        const auto fields = protocol::parse_error_fields(body);
+        close_reason_ = "login refused by the backend";
+        spdlog::info("c{}: login user={} database={} refused by {}: {} {}", id_, user_, database_,
+                     backend_name_, fields ? fields->sqlstate : "?",
+                     fields ? fields->message : "?");
+        co_return false;
+      }
+      default:
+        out_.insert(out_.end(), message->begin(), message->end());
+        break;
+    }
+  }
+  if (timed_out_) {
+    co_await send_fatal(sqlstate::kProtocolViolation,
+                        "login not completed within " +
+                            std::to_string(config_->limits.startup_timeout_ms) + " ms");
+  } else {
+    co_await send_fatal(sqlstate::kConnectionFailure,
+                        "backend " + backend + " closed the connection during login");
+    shared_.monitor->request_probe();
+  }
+  co_return false;
+}
+
+awaitable<void> Session::relay() {
+  c2s_buffer_.resize(kRelayBufferSize);
+  s2c_buffer_.resize(kRelayBufferSize);
+  // Bytes the server sent right after ReadyForQuery during login are relayed first.
+  if (login_end_ > login_begin_) {
+    const protocol::Bytes rest(login_buffer_.data() + login_begin_, login_end_ - login_begin_);
+    s2c_scanner_.feed(rest, [](const auto&) {});
+    co_await client_write(asio::buffer(rest.data(), rest.size()));
+  }
+  login_buffer_ = {};
+  co_await (client_to_server() && server_to_client());
+}
+
+awaitable<void> Session::client_to_server() {
+  while (!closing_) {
+    auto [ec, n] = co_await client_read_some(asio::buffer(c2s_buffer_));
+    if (ec) {
+      stop_relay(timed_out_ || closing_ ? "" : "client disconnected");
+      break;
+    }
+    const protocol::Bytes chunk(c2s_buffer_.data(), n);
+    if (!replication_) {
+      if (stopping_ && idle()) {
+        // Shutting down and the client starts a new transaction: refuse it, as PostgreSQL does.
+        set_final_error(sqlstate::kAdminShutdown,
+                        "terminating connection due to administrator command");
+        stop_relay("server shutting down");
+        break;
+      }
+      bool terminate = false;
+      FrontendType bad_type{};
+      bool bad = false;
+      const auto error = c2s_scanner_.feed(chunk, [&](const protocol::MessageStart<FrontendType>& m) {
+        switch (m.header.type) {
+          case FrontendType::kQuery:
+          case FrontendType::kFunctionCall:
+            ++pending_syncs_;
+            break;
+          case FrontendType::kSync:
+            ++pending_syncs_;
+            extended_open_ = false;
+            break;
+          case FrontendType::kTerminate:
+            terminate = true;
+            break;
+          case FrontendType::kCopyData:
+          case FrontendType::kCopyDone:
+          case FrontendType::kCopyFail:
+            break;
+          default:
+            if (!protocol::is_known(m.header.type)) {
+              bad = true;
+              bad_type = m.header.type;
+            }
+            extended_open_ = true;
+            break;
+        }
+        SPDLOG_TRACE("c{}: client message '{}' length {}", id_, static_cast<char>(m.header.type),
+                     m.header.length);
+      });
+      if (!error.empty() || bad) {
+        set_final_error(sqlstate::kProtocolViolation,
+                        !error.empty() ? "invalid frontend message: " + std::string(error)
+                                       : "invalid frontend message type " +
+                                             std::to_string(static_cast<unsigned char>(bad_type)));
+        stop_relay("protocol violation by the client");
+        break;
+      }
+      if (terminate) {
+        co_await asio::async_write(server_, asio::buffer(chunk.data(), chunk.size()), kNoThrow);
+        closing_ = true;
+        stop_relay("client closed");
+        break;
+      }
+    }
+    std::tie(ec, n) =
+        co_await asio::async_write(server_, asio::buffer(chunk.data(), chunk.size()), kNoThrow);
+    if (ec) break;  // the server side reports the loss
+  }
+}
+
+awaitable<void> Session::server_to_client() {
+  while (true) {
+    auto [ec, n] = co_await server_.async_read_some(asio::buffer(s2c_buffer_), kNoThrow);
+    if (ec) {
+      if (!closing_) {
+        if (s2c_scanner_.at_boundary()) {
+          set_final_error(sqlstate::kConnectionFailure,
+                          "lost the connection to backend \"" + backend_name_ + "\"");
+        }
+        spdlog::warn("c{}: connection to backend {} ({}:{}) lost: {}", id_, backend_name_,
+                     backend_host_, backend_port_, ec.message());
+        shared_.monitor->request_probe();
+        stop_relay("backend connection lost");
+      }
+      break;
+    }
+    const protocol::Bytes chunk(s2c_buffer_.data(), n);
+    if (!replication_) {
+      const auto error = s2c_scanner_.feed(chunk, [&](const protocol::MessageStart<BackendType>& m) {
+        if (m.header.type == BackendType::kReadyForQuery) {
+          tx_status_ = protocol::parse_ready_for_query(m.peek).value_or(tx_status_);
+          if (pending_syncs_ > 0) --pending_syncs_;
+        }
+        SPDLOG_TRACE("c{}: server message '{}' length {}", id_, static_cast<char>(m.header.type),
+                     m.header.length);
+      });
+      if (!error.empty()) {
+        spdlog::warn("c{}: invalid message from backend {}: {}", id_, backend_name_, error);
+        set_final_error(sqlstate::kProtocolViolation,
+                        "invalid message from backend \"" + backend_name_ + "\"");
+        stop_relay("protocol violation by the backend");
+        break;
+      }
+    }
+    s2c_writing_ = true;
+    std::tie(ec, n) = co_await client_write(asio::buffer(chunk.data(), chunk.size()));
+    s2c_writing_ = false;
+    if (ec) {
+      stop_relay(closing_ ? "" : "client disconnected");
+      break;
+    }
+    if (stopping_ && !replication_ && idle()) {
+      set_final_error(sqlstate::kAdminShutdown,
+                      "terminating connection due to administrator command");
+      stop_relay("server shutting down");
+      break;
+    }
+  }
+}
+
+}  // namespace pgrelay::session
