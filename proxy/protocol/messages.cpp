@@ -13,7 +13,7 @@ constexpr std::array<bool, 256> make_table(std::string_view types) {
   for (char c : types) table[static_cast<unsigned char>(c)] = true;
   return table;
 }
-constexpr auto kFrontendTypes = make_table("BCdcDEHFPpQSX");
+constexpr auto kFrontendTypes = make_table("BCdcfDEHFPpQSX");
 constexpr auto kBackendTypes = make_table("RK23CdcGHWDIEVvnNAtS1sZT");
 
 // Starts a message: type byte and a length placeholder. Returns the offset of the length.

@@ -91,11 +91,16 @@ StartupPacket parse_startup_packet(Bytes packet) {
 }
 
 bool is_replication_value(std::string_view value) {
+  // PostgreSQL: exactly "database" for logical replication, else parse_bool(): any
+  // case-insensitive prefix of true/yes, "on" (two letters at least) and "1" mean true.
+  if (value == "database") return true;
   std::string lower(value);
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return lower == "true" || lower == "on" || lower == "yes" || lower == "1" ||
-         lower == "database";
+  const auto prefix_of = [&](std::string_view word) {
+    return !lower.empty() && lower.size() <= word.size() && word.substr(0, lower.size()) == lower;
+  };
+  return prefix_of("true") || prefix_of("yes") || lower == "on" || lower == "1";
 }
 
 ByteVector build_startup_message(const StartupMessage& message) {
