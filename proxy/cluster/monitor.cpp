@@ -113,11 +113,16 @@ void Monitor::run(Prober& prober) {
   // against a host that stopped answering.
   const std::string user_timeout =
       std::to_string(std::max<std::uint32_t>(1000, settings_.interval_ms * 2));
-  const char* keys[] = {"host",           "port",
-                        "user",           "password",
-                        "dbname",         "application_name",
-                        "connect_timeout", "tcp_user_timeout",
-                        "sslmode",        nullptr};
+  const char* keys[] = {"host",
+                        "port",
+                        "user",
+                        "password",
+                        "dbname",
+                        "application_name",
+                        "connect_timeout",
+                        "tcp_user_timeout",
+                        "sslmode",
+                        nullptr};
   const char* values[] = {backend.host.c_str(),
                           port.c_str(),
                           settings_.user.c_str(),
@@ -197,9 +202,9 @@ void Monitor::publish(std::size_t index, const NodeStatus& status, bool probed) 
       const auto& before = previous->nodes[i];
       const auto& after = next->nodes[i];
       if (before.role != after.role) {
-        const auto level =
-            after.role == NodeRole::kFenced || after.role == NodeRole::kDown ? spdlog::level::warn
-                                                                             : spdlog::level::info;
+        const auto level = after.role == NodeRole::kFenced || after.role == NodeRole::kDown
+                               ? spdlog::level::warn
+                               : spdlog::level::info;
         spdlog::log(level, "backend {} ({}:{}): role {} -> {}, timeline {} -> {}{}{}", after.name,
                     after.host, after.port, to_string(before.role), to_string(after.role),
                     before.timeline, after.timeline, after.last_error.empty() ? "" : ": ",
@@ -210,13 +215,12 @@ void Monitor::publish(std::size_t index, const NodeStatus& status, bool probed) 
       if (next->primary >= 0) {
         spdlog::info("primary is now {}", next->primary_node()->name);
       } else {
-        spdlog::warn("no primary: {}",
-                     std::count_if(next->nodes.begin(), next->nodes.end(),
-                                   [](const NodeStatus& n) {
-                                     return n.role == NodeRole::kFenced;
-                                   }) > 1
-                         ? "several nodes claim to be primary on the same timeline; none serves"
-                         : "no node is out of recovery");
+        spdlog::warn(
+            "no primary: {}",
+            std::count_if(next->nodes.begin(), next->nodes.end(),
+                          [](const NodeStatus& n) { return n.role == NodeRole::kFenced; }) > 1
+                ? "several nodes claim to be primary on the same timeline; none serves"
+                : "no node is out of recovery");
       }
     }
     next->generation = ++generation_;

@@ -1,14 +1,14 @@
 // TOML → Config: every key typed, range-checked, unknown keys rejected with a did-you-mean hint.
 #include "pgrelay/config/config.hpp"
 
+#include <toml++/toml.h>
+#include <unistd.h>
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
-#include <unistd.h>
 
 namespace pgrelay::config {
 
@@ -103,8 +103,7 @@ class Reader {
     }
   }
 
-  void boolean(const toml::table& table, std::string_view where, std::string_view key,
-               bool& out) {
+  void boolean(const toml::table& table, std::string_view where, std::string_view key, bool& out) {
     const toml::node* node = table.get(key);
     if (node == nullptr) return;
     if (const auto value = node->value_exact<bool>()) {
@@ -168,8 +167,8 @@ class Reader {
     const toml::node* node = root.get(key);
     if (node == nullptr) return nullptr;
     if (!node->is_table()) {
-      error(node->source(), "'" + std::string(key) + "' must be a table ([" + std::string(key) +
-                                "])");
+      error(node->source(),
+            "'" + std::string(key) + "' must be a table ([" + std::string(key) + "])");
       return nullptr;
     }
     return node->as_table();
@@ -226,9 +225,9 @@ void read_backends(Reader& r, const toml::table& root, Config& config) {
 }
 
 void read_config(Reader& r, const toml::table& root, Config& config) {
-  r.check_keys(root, "the top level",
-               {"listen", "http", "pool", "auth", "monitor", "routing", "tls", "limits", "log",
-                "backend"});
+  r.check_keys(
+      root, "the top level",
+      {"listen", "http", "pool", "auth", "monitor", "routing", "tls", "limits", "log", "backend"});
 
   if (const auto* t = r.section(root, "listen")) {
     r.check_keys(*t, "[listen]", {"address", "port", "workers"});
@@ -275,9 +274,9 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.integer(*t, "monitor", "failure_threshold", config.monitor.failure_threshold, 1, 1000);
   }
   if (const auto* t = r.section(root, "routing")) {
-    r.check_keys(*t, "[routing]",
-                 {"read_write_split", "max_lag_bytes", "max_lag_ms", "read_your_writes",
-                  "primary_wait_ms"});
+    r.check_keys(
+        *t, "[routing]",
+        {"read_write_split", "max_lag_bytes", "max_lag_ms", "read_your_writes", "primary_wait_ms"});
     r.boolean(*t, "routing", "read_write_split", config.routing.read_write_split);
     r.integer(*t, "routing", "max_lag_bytes", config.routing.max_lag_bytes, 0,
               std::numeric_limits<std::int64_t>::max());
@@ -304,12 +303,9 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
                  {"max_clients", "max_message_bytes", "startup_timeout_ms", "connect_timeout_ms",
                   "shutdown_timeout_ms"});
     r.integer(*t, "limits", "max_clients", config.limits.max_clients, 1, 1000000);
-    r.integer(*t, "limits", "max_message_bytes", config.limits.max_message_bytes, 1024,
-              0x3fffffff);
-    r.integer(*t, "limits", "startup_timeout_ms", config.limits.startup_timeout_ms, 10,
-              kMaxMillis);
-    r.integer(*t, "limits", "connect_timeout_ms", config.limits.connect_timeout_ms, 10,
-              kMaxMillis);
+    r.integer(*t, "limits", "max_message_bytes", config.limits.max_message_bytes, 1024, 0x3fffffff);
+    r.integer(*t, "limits", "startup_timeout_ms", config.limits.startup_timeout_ms, 10, kMaxMillis);
+    r.integer(*t, "limits", "connect_timeout_ms", config.limits.connect_timeout_ms, 10, kMaxMillis);
     r.integer(*t, "limits", "shutdown_timeout_ms", config.limits.shutdown_timeout_ms, 0,
               kMaxMillis);
   }

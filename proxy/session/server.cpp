@@ -18,8 +18,8 @@ Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& m
   shared_.monitor = &monitor;
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     sessions_.push_back(std::make_unique<WorkerSessions>());
-    acceptors_.push_back(std::make_unique<net::tcp::acceptor>(net::make_listener(
-        workers_.context(i), config->listen.address, config->listen.port)));
+    acceptors_.push_back(std::make_unique<net::tcp::acceptor>(
+        net::make_listener(workers_.context(i), config->listen.address, config->listen.port)));
   }
   shared_.config.store(std::move(config));
 }
@@ -35,8 +35,8 @@ void Server::start() {
   }
   workers_.start();
   const auto config = shared_.config.load();
-  spdlog::info("listening on {}:{} with {} worker{}{}", config->listen.address,
-               config->listen.port, workers_.size(), workers_.size() == 1 ? "" : "s",
+  spdlog::info("listening on {}:{} with {} worker{}{}", config->listen.address, config->listen.port,
+               workers_.size(), workers_.size() == 1 ? "" : "s",
                shared_.tls ? ", TLS available" : "");
 }
 

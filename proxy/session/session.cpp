@@ -108,7 +108,8 @@ void Session::request_stop() {
   }
   if (replication_) return;  // streams until the shutdown deadline
   if (idle() && !s2c_writing_) {
-    set_final_error(sqlstate::kAdminShutdown, "terminating connection due to administrator command");
+    set_final_error(sqlstate::kAdminShutdown,
+                    "terminating connection due to administrator command");
     stop_relay("server shutting down");
   }
 }
@@ -125,8 +126,7 @@ void Session::force_close() {
 awaitable<void> Session::send_fatal(std::string_view sqlstate, std::string message,
                                     std::string_view detail) {
   if (close_reason_.empty()) close_reason_ = "error";
-  spdlog::info("c{}: FATAL {} {}{}{}", id_, sqlstate, message, detail.empty() ? "" : ": ",
-               detail);
+  spdlog::info("c{}: FATAL {} {}{}{}", id_, sqlstate, message, detail.empty() ? "" : ": ", detail);
   out_.clear();
   protocol::append_error_response(out_, protocol::Severity::kFatal, sqlstate, message, detail);
   timer_.expires_after(kFinalWriteTimeout);
@@ -205,7 +205,8 @@ awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
                             "incomplete startup packet: not received within " +
                                 std::to_string(config_->limits.startup_timeout_ms) + " ms");
       } else {
-        close_reason_ = n == 0 && round == 0 ? "closed before startup" : "incomplete startup packet";
+        close_reason_ =
+            n == 0 && round == 0 ? "closed before startup" : "incomplete startup packet";
         spdlog::debug("c{}: {}", id_, close_reason_);
       }
       co_return false;
@@ -217,7 +218,8 @@ awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
     }
     startup_packet_.resize(length);
     std::copy(length_bytes.begin(), length_bytes.end(), startup_packet_.begin());
-    std::tie(ec, n) = co_await client_read_exact(asio::buffer(startup_packet_.data() + 4, length - 4));
+    std::tie(ec, n) =
+        co_await client_read_exact(asio::buffer(startup_packet_.data() + 4, length - 4));
     if (ec) {
       if (timed_out_) {
         co_await send_fatal(sqlstate::kProtocolViolation,
@@ -232,7 +234,8 @@ awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
     auto packet = protocol::parse_startup_packet(startup_packet_);
     if (std::holds_alternative<protocol::SslRequest>(packet)) {
       if (tls_) {
-        co_await send_fatal(sqlstate::kProtocolViolation, "SSLRequest received on a TLS connection");
+        co_await send_fatal(sqlstate::kProtocolViolation,
+                            "SSLRequest received on a TLS connection");
         co_return false;
       }
       const char answer = shared_.tls ? 'S' : 'N';
@@ -279,11 +282,12 @@ awaitable<void> Session::forward_cancel(protocol::CancelRequest request) {
     co_return;
   }
   if (auto ec = co_await connect_to(target->host, target->port)) {
-    spdlog::info("c{}: cannot forward cancel request to {}:{}: {}", id_, target->host,
-                 target->port, ec.message());
+    spdlog::info("c{}: cannot forward cancel request to {}:{}: {}", id_, target->host, target->port,
+                 ec.message());
     co_return;
   }
-  const auto packet = protocol::build_cancel_request({target->key.process_id, target->key.secret_key});
+  const auto packet =
+      protocol::build_cancel_request({target->key.process_id, target->key.secret_key});
   auto [ec, n] = co_await asio::async_write(server_, asio::buffer(packet), kNoThrow);
   spdlog::info("c{}: cancel request forwarded to {}:{}{}", id_, target->host, target->port,
                ec ? ": " + ec.message() : std::string());
@@ -432,9 +436,8 @@ awaitable<bool> Session::login() {
         }
         out_.assign(header.begin(), header.end());
         out_.resize(std::size_t{length} + 1);
-        std::tie(ec, n) =
-            co_await client_read_exact(asio::buffer(out_.data() + protocol::kHeaderLength,
-                                                    length - 4));
+        std::tie(ec, n) = co_await client_read_exact(
+            asio::buffer(out_.data() + protocol::kHeaderLength, length - 4));
         if (ec) {
           close_reason_ = "client left during authentication";
           co_return false;
@@ -485,9 +488,9 @@ awaitable<bool> Session::login() {
     }
   }
   if (timed_out_) {
-    co_await send_fatal(sqlstate::kProtocolViolation,
-                        "login not completed within " +
-                            std::to_string(config_->limits.startup_timeout_ms) + " ms");
+    co_await send_fatal(
+        sqlstate::kProtocolViolation,
+        "login not completed within " + std::to_string(config_->limits.startup_timeout_ms) + " ms");
   } else {
     co_await send_fatal(sqlstate::kConnectionFailure,
                         "backend " + backend + " closed the connection during login");
@@ -528,34 +531,35 @@ awaitable<void> Session::client_to_server() {
       bool terminate = false;
       FrontendType bad_type{};
       bool bad = false;
-      const auto error = c2s_scanner_.feed(chunk, [&](const protocol::MessageStart<FrontendType>& m) {
-        switch (m.header.type) {
-          case FrontendType::kQuery:
-          case FrontendType::kFunctionCall:
-            ++pending_syncs_;
-            break;
-          case FrontendType::kSync:
-            ++pending_syncs_;
-            extended_open_ = false;
-            break;
-          case FrontendType::kTerminate:
-            terminate = true;
-            break;
-          case FrontendType::kCopyData:
-          case FrontendType::kCopyDone:
-          case FrontendType::kCopyFail:
-            break;
-          default:
-            if (!protocol::is_known(m.header.type)) {
-              bad = true;
-              bad_type = m.header.type;
+      const auto error =
+          c2s_scanner_.feed(chunk, [&](const protocol::MessageStart<FrontendType>& m) {
+            switch (m.header.type) {
+              case FrontendType::kQuery:
+              case FrontendType::kFunctionCall:
+                ++pending_syncs_;
+                break;
+              case FrontendType::kSync:
+                ++pending_syncs_;
+                extended_open_ = false;
+                break;
+              case FrontendType::kTerminate:
+                terminate = true;
+                break;
+              case FrontendType::kCopyData:
+              case FrontendType::kCopyDone:
+              case FrontendType::kCopyFail:
+                break;
+              default:
+                if (!protocol::is_known(m.header.type)) {
+                  bad = true;
+                  bad_type = m.header.type;
+                }
+                extended_open_ = true;
+                break;
             }
-            extended_open_ = true;
-            break;
-        }
-        SPDLOG_TRACE("c{}: client message '{}' length {}", id_, static_cast<char>(m.header.type),
-                     m.header.length);
-      });
+            SPDLOG_TRACE("c{}: client message '{}' length {}", id_,
+                         static_cast<char>(m.header.type), m.header.length);
+          });
       if (!error.empty() || bad) {
         set_final_error(sqlstate::kProtocolViolation,
                         !error.empty() ? "invalid frontend message: " + std::string(error)
@@ -595,14 +599,15 @@ awaitable<void> Session::server_to_client() {
     }
     const protocol::Bytes chunk(s2c_buffer_.data(), n);
     if (!replication_) {
-      const auto error = s2c_scanner_.feed(chunk, [&](const protocol::MessageStart<BackendType>& m) {
-        if (m.header.type == BackendType::kReadyForQuery) {
-          tx_status_ = protocol::parse_ready_for_query(m.peek).value_or(tx_status_);
-          if (pending_syncs_ > 0) --pending_syncs_;
-        }
-        SPDLOG_TRACE("c{}: server message '{}' length {}", id_, static_cast<char>(m.header.type),
-                     m.header.length);
-      });
+      const auto error =
+          s2c_scanner_.feed(chunk, [&](const protocol::MessageStart<BackendType>& m) {
+            if (m.header.type == BackendType::kReadyForQuery) {
+              tx_status_ = protocol::parse_ready_for_query(m.peek).value_or(tx_status_);
+              if (pending_syncs_ > 0) --pending_syncs_;
+            }
+            SPDLOG_TRACE("c{}: server message '{}' length {}", id_,
+                         static_cast<char>(m.header.type), m.header.length);
+          });
       if (!error.empty()) {
         spdlog::warn("c{}: invalid message from backend {}: {}", id_, backend_name_, error);
         set_final_error(sqlstate::kProtocolViolation,

@@ -135,8 +135,8 @@ std::string Cluster::sql(const std::string& node, const std::string& query) cons
 std::string Cluster::backends_toml() const {
   std::string toml;
   for (const auto& n : nodes_) {
-    toml += "[[backend]]\nname = \"" + n.name + "\"\nhost = \"127.0.0.1\"\nport = " +
-            std::to_string(n.port) + "\n";
+    toml += "[[backend]]\nname = \"" + n.name +
+            "\"\nhost = \"127.0.0.1\"\nport = " + std::to_string(n.port) + "\n";
   }
   return toml;
 }
@@ -145,8 +145,10 @@ std::pair<std::string, std::string> Cluster::tls_files() {
   const std::string cert = dir_ + "/server.crt";
   const std::string key = dir_ + "/server.key";
   if (::access(cert.c_str(), R_OK) != 0) {
-    const auto result = run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
-                            " -keyout " + key + " -out " + cert);
+    const auto result =
+        run("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost"
+            " -keyout " +
+            key + " -out " + cert);
     if (result.status != 0) throw std::runtime_error("openssl: " + result.output);
   }
   return {cert, key};
@@ -229,7 +231,8 @@ std::string PgConn::value(const std::string& query) {
   } else if (status == PGRES_FATAL_ERROR || status == PGRES_NONFATAL_ERROR) {
     const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     const char* message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    out = std::string("ERROR: ") + (state ? state : "?") + " " + (message ? message : PQerrorMessage(conn));
+    out = std::string("ERROR: ") + (state ? state : "?") + " " +
+          (message ? message : PQerrorMessage(conn));
   }
   PQclear(res);
   return out;

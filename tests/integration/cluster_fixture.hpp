@@ -19,7 +19,7 @@ struct Node {
 
 /// Output and exit status of a command.
 struct CommandResult {
-  int status = -1;  ///< exit code, or 128 + signal
+  int status = -1;     ///< exit code, or 128 + signal
   std::string output;  ///< stdout and stderr together
 };
 

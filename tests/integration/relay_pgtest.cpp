@@ -75,9 +75,11 @@ TEST_F(RelayTest, CopyInAndOutRoundTrip) {
                           "psql -X -v ON_ERROR_STOP=1 "
                           "-c 'DROP TABLE IF EXISTS copy_t' "
                           "-c 'CREATE TABLE copy_t (id int, label text)' "
-                          "-c \"\\copy copy_t FROM '" + in + "' WITH (FORMAT csv)\" "
-                          "-c \"\\copy (SELECT * FROM copy_t ORDER BY id) TO '" + out +
-                          "' WITH (FORMAT csv)\"");
+                          "-c \"\\copy copy_t FROM '" +
+                          in +
+                          "' WITH (FORMAT csv)\" "
+                          "-c \"\\copy (SELECT * FROM copy_t ORDER BY id) TO '" +
+                          out + "' WITH (FORMAT csv)\"");
   ASSERT_EQ(result.status, 0) << result.output;
   EXPECT_NE(result.output.find("COPY 50000"), std::string::npos) << result.output;
   EXPECT_EQ(run("cmp " + in + " " + out).status, 0);
@@ -109,8 +111,9 @@ TEST_F(RelayTest, PgReceivewalStreamsACompleteSegment) {
   std::filesystem::create_directories(target);
   std::thread writer([] {
     std::this_thread::sleep_for(1500ms);
-    Cluster::get().sql("node1", "CREATE TABLE IF NOT EXISTS wal_t AS SELECT 1 AS x;"
-                                "SELECT pg_switch_wal();");
+    Cluster::get().sql("node1",
+                       "CREATE TABLE IF NOT EXISTS wal_t AS SELECT 1 AS x;"
+                       "SELECT pg_switch_wal();");
   });
   const auto result = run(proxy_->env() + "timeout 5 pg_receivewal -n -D " + target);
   writer.join();
@@ -190,8 +193,8 @@ TEST_F(RelayTest, TlsWithSslmodeRequire) {
   ASSERT_TRUE(conn.ok()) << conn.error();
   EXPECT_EQ(PQsslInUse(conn.conn), 1);
   EXPECT_EQ(conn.value("SELECT count(*) FROM generate_series(1, 100000)"), "100000");
-  const auto result = run(proxy_->env() +
-                          "PGSSLMODE=require psql -X -At -c \"SELECT repeat('y', 100000)\" | wc -c");
+  const auto result = run(
+      proxy_->env() + "PGSSLMODE=require psql -X -At -c \"SELECT repeat('y', 100000)\" | wc -c");
   EXPECT_EQ(result.output, "100001\n");
 }
 

@@ -1,5 +1,5 @@
-// The untyped first packet of a connection: StartupMessage, SSLRequest, GSSENCRequest, CancelRequest.
-// Layout: https://www.postgresql.org/docs/15/protocol-message-formats.html
+// The untyped first packet of a connection: StartupMessage, SSLRequest, GSSENCRequest,
+// CancelRequest. Layout: https://www.postgresql.org/docs/15/protocol-message-formats.html
 #pragma once
 
 #include <array>

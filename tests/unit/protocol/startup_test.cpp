@@ -265,13 +265,13 @@ TEST(CheckStartupLength, AcceptsOnlyEightToMaximum) {
 
 TEST(IsReplicationValue, FollowsPostgresBooleanAndDatabaseSpelling) {
   const std::vector<std::pair<std::string_view, bool>> cases = {
-      {"true", true},     {"TRUE", true},         {"True", true},     {"on", true},
-      {"ON", true},       {"yes", true},          {"YeS", true},      {"1", true},
+      {"true", true},     {"TRUE", true},         {"True", true},      {"on", true},
+      {"ON", true},       {"yes", true},          {"YeS", true},       {"1", true},
       {"database", true}, {"DATABASE", false},    {"Database", false}, {"false", false},
-      {"t", true},        {"tr", true},           {"y", true},        {"ye", true},
-      {"of", false},      {"o", false},           {"n", false},       {"f", false},
-      {"FALSE", false},   {"off", false},         {"no", false},      {"0", false},
-      {"", false},        {"replication", false}, {"2", false},       {"truee", false},
+      {"t", true},        {"tr", true},           {"y", true},         {"ye", true},
+      {"of", false},      {"o", false},           {"n", false},        {"f", false},
+      {"FALSE", false},   {"off", false},         {"no", false},       {"0", false},
+      {"", false},        {"replication", false}, {"2", false},        {"truee", false},
       {" true", false},   {"databases", false},
   };
   for (const auto& [value, expected] : cases) {
