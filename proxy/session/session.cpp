@@ -4,6 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <limits>
+
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
 #include "pgrelay/net/workers.hpp"
@@ -24,10 +26,14 @@ using protocol::FrontendType;
 
 namespace {
 
-/// Relay buffer per direction. Large enough that a big result streams in few syscalls.
-constexpr std::size_t kRelayBufferSize = 32 * 1024;
+/// Relay buffers per direction. Large enough that a big result streams in few syscalls.
+constexpr std::size_t kServerBufferSize = 32 * 1024;
+/// Client messages are mostly small; COPY FROM STDIN still streams well through this.
+constexpr std::size_t kClientBufferSize = 16 * 1024;
 /// Largest client message accepted during login (password, SASL): PostgreSQL's auth token limit.
 constexpr std::uint32_t kMaxLoginMessage = 65535;
+/// Largest server message buffered during login (they are a few bytes each: R, S, K, Z, E).
+constexpr std::uint32_t kMaxLoginServerMessage = 1024 * 1024;
 /// How often a session re-reads the topology while waiting for a primary.
 constexpr auto kPrimaryPoll = 20ms;
 /// How long pgrelay tries to deliver its last FATAL to a client before closing anyway.
@@ -53,7 +59,8 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
       watchdog_(client_.get_executor()),
       timer_(client_.get_executor()),
       c2s_scanner_(config_->limits.max_message_bytes),
-      s2c_scanner_(config_->limits.max_message_bytes) {
+      // The limit protects pgrelay from its clients; results from the server are only streamed.
+      s2c_scanner_(std::numeric_limits<std::uint32_t>::max()) {
   peer_ = endpoint_text(client_);
   worker_.sessions.insert(this);
 }
@@ -370,8 +377,7 @@ awaitable<bool> Session::connect_primary() {
 awaitable<std::optional<protocol::Bytes>> Session::next_server_message() {
   while (true) {
     const protocol::Bytes available(login_buffer_.data() + login_begin_, login_end_ - login_begin_);
-    const auto frame =
-        protocol::decode_frame<BackendType>(available, config_->limits.max_message_bytes);
+    const auto frame = protocol::decode_frame<BackendType>(available, kMaxLoginServerMessage);
     if (frame.status == protocol::FrameStatus::kMalformed) co_return std::nullopt;
     if (frame.status == protocol::FrameStatus::kComplete) {
       login_begin_ += frame.header.total_length();
@@ -500,8 +506,8 @@ awaitable<bool> Session::login() {
 }
 
 awaitable<void> Session::relay() {
-  c2s_buffer_.resize(kRelayBufferSize);
-  s2c_buffer_.resize(kRelayBufferSize);
+  c2s_buffer_.resize(kClientBufferSize);
+  s2c_buffer_.resize(kServerBufferSize);
   // Bytes the server sent right after ReadyForQuery during login are relayed first.
   if (login_end_ > login_begin_) {
     const protocol::Bytes rest(login_buffer_.data() + login_begin_, login_end_ - login_begin_);
@@ -586,7 +592,8 @@ awaitable<void> Session::server_to_client() {
     auto [ec, n] = co_await server_.async_read_some(asio::buffer(s2c_buffer_), kNoThrow);
     if (ec) {
       if (!closing_) {
-        if (s2c_scanner_.at_boundary()) {
+        // When the server said why (a FATAL ErrorResponse), the client has its answer already.
+        if (s2c_scanner_.at_boundary() && last_server_type_ != BackendType::kErrorResponse) {
           set_final_error(sqlstate::kConnectionFailure,
                           "lost the connection to backend \"" + backend_name_ + "\"");
         }
@@ -601,6 +608,7 @@ awaitable<void> Session::server_to_client() {
     if (!replication_) {
       const auto error =
           s2c_scanner_.feed(chunk, [&](const protocol::MessageStart<BackendType>& m) {
+            last_server_type_ = m.header.type;
             if (m.header.type == BackendType::kReadyForQuery) {
               tx_status_ = protocol::parse_ready_for_query(m.peek).value_or(tx_status_);
               if (pending_syncs_ > 0) --pending_syncs_;

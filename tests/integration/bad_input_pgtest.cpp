@@ -1,6 +1,4 @@
-// Bad input against a real pgrelay: malformed startup packets, timeouts, refused logins, broken
-// messages after login, connection limits and random garbage; the proxy must answer exactly and
-// keep serving other clients.
+// Bad input against pgrelay: exact FATALs for broken startup, login and messages; it keeps serving.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -234,7 +232,7 @@ class BadInputTest : public ::testing::Test {
 
 Proxy* BadInputTest::proxy_ = nullptr;
 
-// ---- 1. startup packet length ----
+// ---- startup packet length ----
 
 TEST_F(BadInputTest, StartupLengthOutOfRangeIsRefused) {
   auto before = open_witness(*proxy_);
@@ -265,7 +263,7 @@ TEST_F(BadInputTest, StartupPacketOfExactlyTheMaximumLengthIsAccepted) {
   expect_still_serves(*proxy_, *before);
 }
 
-// ---- 2. protocol version ----
+// ---- protocol version ----
 
 TEST_F(BadInputTest, UnsupportedProtocolVersionsAreRefused) {
   auto before = open_witness(*proxy_);
@@ -294,7 +292,7 @@ TEST_F(BadInputTest, NewerMinorVersionIsNegotiatedDownByTheServer) {
   expect_still_serves(*proxy_, *before);
 }
 
-// ---- 3. and 4. startup parameters ----
+// ---- startup parameters ----
 
 TEST_F(BadInputTest, StartupWithoutUserIsRefused) {
   auto before = open_witness(*proxy_);
@@ -354,7 +352,7 @@ TEST_F(BadInputTest, RequestCodesWithWrongLengthsAreRefused) {
   expect_still_serves(*proxy_, *before);
 }
 
-// ---- 5. and 6. startup timeout ----
+// ---- startup timeout ----
 
 class StartupTimeoutTest : public ::testing::Test {
  protected:
@@ -422,7 +420,7 @@ TEST_F(StartupTimeoutTest, StalledAuthenticationIsClosed) {
   expect_still_serves(*proxy_, *before);
 }
 
-// ---- 7. encryption requests without TLS ----
+// ---- encryption requests without TLS ----
 
 TEST_F(BadInputTest, SslRequestWithoutTlsIsAnsweredNAndStartupContinues) {
   auto before = open_witness(*proxy_);
@@ -470,7 +468,7 @@ TEST_F(BadInputTest, LibpqSslmodeRequireFailsWithoutTls) {
   expect_still_serves(*proxy_, *before);
 }
 
-// ---- 8. no primary ----
+// ---- no primary ----
 
 TEST(BadInputBackendDown, NoPrimaryFailsAfterPrimaryWaitMs) {
   const int dead = free_port();
@@ -503,7 +501,7 @@ TEST(BadInputBackendDown, NoPrimaryFailsAfterPrimaryWaitMs) {
   EXPECT_EQ(proxy.log().find("internal error"), std::string::npos) << proxy.log();
 }
 
-// ---- 9. logins the backend refuses ----
+// ---- logins the backend refuses ----
 
 TEST_F(BadInputTest, WrongPasswordReachesTheClient) {
   auto before = open_witness(*proxy_);
@@ -558,7 +556,7 @@ TEST_F(BadInputTest, NonPasswordMessageDuringAuthenticationIsRefused) {
   expect_still_serves(*proxy_, *before);
 }
 
-// ---- 10. bad messages after login ----
+// ---- bad messages after login ----
 
 TEST_F(BadInputTest, RawLoginAndQueryWork) {
   RawSocket socket(proxy_->port());
@@ -623,16 +621,27 @@ TEST(BadInputMessageLimit, MessageOverMaxMessageBytesIsFatal) {
         << "length " << length;
     EXPECT_TRUE(reply.closed) << "length " << length;
   }
-  {
-    PgConn big(proxy.conninfo());
-    std::cerr << "TMP big result: [" << big.value("SELECT length(repeat('x', 5000))") << "] ["
-              << big.value("SELECT repeat('x', 5000)").size() << "]\n";
-  }
   expect_still_serves(proxy, *before);
   EXPECT_EQ(proxy.log().find("internal error"), std::string::npos) << proxy.log();
 }
 
-// ---- 11. max_clients ----
+// KNOWN BUG (left failing on purpose): [limits] max_message_bytes is meant to bound what a
+// client may send (its default is PostgreSQL's own limit on frontend messages), but pgrelay
+// also applies it to the server's messages (s2c_scanner_ and next_server_message() in
+// proxy/session/session.cpp are built with the same limit). A perfectly valid 5 kB DataRow from
+// the primary then ends the session with "FATAL 08P01 invalid message from backend "node1""
+// and the log blames the backend ("invalid message from backend node1: message too large").
+TEST(BadInputMessageLimit, ServerMessagesAreNotBoundByTheClientLimit) {
+  Proxy proxy("[limits]\nmax_message_bytes = 1024\n");
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  const auto value = conn.value("SELECT repeat('x', 5000)");
+  EXPECT_EQ(value.size(), 5000U) << value.substr(0, 200) << "\n" << proxy.log();
+  EXPECT_EQ(value.find_first_not_of('x'), std::string::npos);
+  EXPECT_EQ(conn.value("SELECT 1"), "1");
+}
+
+// ---- max_clients ----
 
 TEST(BadInputClientLimit, ClientsOverMaxClientsAreRefused) {
   Proxy proxy("[limits]\nmax_clients = 2\n");
@@ -664,7 +673,7 @@ TEST(BadInputClientLimit, ClientsOverMaxClientsAreRefused) {
   EXPECT_EQ(::kill(proxy.pid(), 0), 0);
 }
 
-// ---- 12. random garbage ----
+// ---- random garbage ----
 
 TEST_F(BadInputTest, RandomGarbageDoesNotHurtTheProxy) {
   auto before = open_witness(*proxy_);

@@ -136,6 +136,7 @@ class Session : public std::enable_shared_from_this<Session> {
   protocol::FrontendScanner c2s_scanner_;
   protocol::BackendScanner s2c_scanner_;
   protocol::TransactionStatus tx_status_ = protocol::TransactionStatus::kIdle;
+  protocol::BackendType last_server_type_ = protocol::BackendType::kReadyForQuery;
   std::uint32_t pending_syncs_ = 0;
   bool extended_open_ = false;
 };

@@ -1,0 +1,90 @@
+// Role assignment: primary election by timeline, fencing of old primaries, split brain, down nodes.
+#include "pgrelay/cluster/topology.hpp"
+
+#include <gtest/gtest.h>
+
+namespace pgrelay::cluster {
+namespace {
+
+NodeStatus node(std::string name, bool in_recovery, std::uint32_t timeline,
+                std::uint32_t failures = 0) {
+  NodeStatus n;
+  n.name = std::move(name);
+  n.in_recovery = in_recovery;
+  n.timeline = timeline;
+  n.consecutive_failures = failures;
+  return n;
+}
+
+Topology assigned(std::vector<NodeStatus> nodes, std::uint32_t threshold = 3) {
+  Topology t;
+  t.nodes = std::move(nodes);
+  assign_roles(t, threshold);
+  return t;
+}
+
+TEST(AssignRoles, TheNodeOutOfRecoveryIsThePrimary) {
+  const auto t = assigned({node("a", true, 1), node("b", false, 1), node("c", true, 1)});
+  ASSERT_NE(t.primary_node(), nullptr);
+  EXPECT_EQ(t.primary_node()->name, "b");
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kStandby);
+  EXPECT_EQ(t.nodes[1].role, NodeRole::kPrimary);
+  EXPECT_EQ(t.nodes[2].role, NodeRole::kStandby);
+}
+
+TEST(AssignRoles, NoPrimaryWhenEveryNodeIsInRecovery) {
+  const auto t = assigned({node("a", true, 1), node("b", true, 1)});
+  EXPECT_EQ(t.primary, -1);
+  EXPECT_EQ(t.primary_node(), nullptr);
+}
+
+TEST(AssignRoles, OldPrimaryOnAnOlderTimelineIsFenced) {
+  // node a restarted as a primary on timeline 1 after b was promoted to timeline 2.
+  const auto t = assigned({node("a", false, 1), node("b", false, 2), node("c", true, 2)});
+  ASSERT_NE(t.primary_node(), nullptr);
+  EXPECT_EQ(t.primary_node()->name, "b");
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kFenced);
+  EXPECT_EQ(t.nodes[2].role, NodeRole::kStandby);
+}
+
+TEST(AssignRoles, TwoPrimariesOnTheSameTimelineServeNeither) {
+  const auto t = assigned({node("a", false, 3), node("b", false, 3), node("c", true, 3)});
+  EXPECT_EQ(t.primary, -1);
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kFenced);
+  EXPECT_EQ(t.nodes[1].role, NodeRole::kFenced);
+  EXPECT_EQ(t.nodes[2].role, NodeRole::kStandby);
+}
+
+TEST(AssignRoles, NodesPastTheFailureThresholdAreDownAndLoseTheirRole) {
+  auto t = assigned({node("a", false, 1, 3), node("b", true, 1)});
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kDown);
+  EXPECT_EQ(t.primary, -1);
+  // Below the threshold a node keeps its last known role.
+  t = assigned({node("a", false, 1, 2), node("b", true, 1)});
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kPrimary);
+  EXPECT_EQ(t.primary, 0);
+}
+
+TEST(AssignRoles, ADownPrimaryDoesNotBlockThePromotedOne) {
+  const auto t = assigned({node("a", false, 1, 5), node("b", false, 2)}, 3);
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kDown);
+  ASSERT_NE(t.primary_node(), nullptr);
+  EXPECT_EQ(t.primary_node()->name, "b");
+}
+
+TEST(AssignRoles, NeverProbedNodesAreUnknown) {
+  const auto t = assigned({node("a", false, 0), node("b", true, 0)});
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kUnknown);
+  EXPECT_EQ(t.nodes[1].role, NodeRole::kUnknown);
+  EXPECT_EQ(t.primary, -1);
+}
+
+TEST(NodeRoleNames, MatchTheTopologyVocabulary) {
+  EXPECT_EQ(to_string(NodeRole::kPrimary), "primary");
+  EXPECT_EQ(to_string(NodeRole::kStandby), "standby");
+  EXPECT_EQ(to_string(NodeRole::kDown), "down");
+  EXPECT_EQ(to_string(NodeRole::kFenced), "fenced");
+}
+
+}  // namespace
+}  // namespace pgrelay::cluster
