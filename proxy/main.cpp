@@ -6,6 +6,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "pgrelay/admin/http.hpp"
 #include "pgrelay/cluster/monitor.hpp"
 #include "pgrelay/config/config.hpp"
 #include "pgrelay/session/server.hpp"
@@ -56,19 +57,36 @@ int run(const std::string& path) {
   spdlog::info("pgrelay {} starting with {}", PGRELAY_VERSION, path);
   for (const auto& note : config->inactive_notes) spdlog::warn("{}", note);
 
-  auto monitor = std::make_unique<cluster::Monitor>(config->monitor, config->backends);
-  monitor->start();
-  // Give the first probes a moment so the first clients need not wait for a primary.
-  monitor->wait_first_round(std::chrono::milliseconds(3000));
+  cluster::MonitorOptions options;
+  options.monitor = config->monitor;
+  options.backends = config->backends;
+  options.max_lag_bytes = config->routing.max_lag_bytes;
+  options.max_lag_ms = config->routing.max_lag_ms;
+  auto monitor = std::make_unique<cluster::Monitor>(options);
 
   std::unique_ptr<session::Server> server;
+  std::unique_ptr<admin::HttpServer> http;
   try {
     server = std::make_unique<session::Server>(config, *monitor);
+    if (config->http.enabled) {
+      admin::Sources sources;
+      sources.topology = [m = monitor.get()] { return m->topology(); };
+      sources.stats = &server->stats();
+      sources.monitor_cpu = [m = monitor.get()] { return m->cpu_time(); };
+      http = std::make_unique<admin::HttpServer>(config->http, std::move(sources));
+    }
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());
     return 1;
   }
+  monitor->set_listener([s = server.get()](const cluster::Topology&, const cluster::Topology&) {
+    s->topology_changed();
+  });
+  monitor->start();
+  // Give the first probes a moment so the first clients need not wait for a primary.
+  monitor->wait_first_round(std::chrono::milliseconds(3000));
   server->start();
+  if (http) http->start();
 
   net::asio::io_context control;
   net::asio::signal_set signals(control, SIGINT, SIGTERM, SIGHUP);
@@ -106,6 +124,7 @@ int run(const std::string& path) {
   };
   signals.async_wait(on_signal);
   control.run();
+  if (http) http->stop();
   monitor->stop();
   return exit_code;
 }

@@ -1,8 +1,10 @@
-// Prober threads: one blocking libpq connection per backend, results merged into Topology.
+// Prober threads: one blocking libpq connection per backend, results merged into Topology with
+// replay lag, eligibility and fencing, published atomically.
 #include "pgrelay/cluster/monitor.hpp"
 
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
+#include <time.h>
 
 #include <algorithm>
 #include <charconv>
@@ -11,17 +13,22 @@ namespace pgrelay::cluster {
 
 namespace {
 
-// One round trip: role, timeline and position. On a primary the timeline is read from the
-// name of the current WAL segment; on a standby from the WAL receiver, or from the last
-// checkpoint when no receiver runs.
+// One round trip per probe. On a primary the timeline is read from the name of the current WAL
+// segment; on a standby from its WAL receiver, or from the last checkpoint when none runs.
 constexpr const char* kProbeQuery =
     "SELECT pg_is_in_recovery(),"
     " CASE WHEN pg_is_in_recovery()"
     "  THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),"
     "                (SELECT timeline_id FROM pg_control_checkpoint()))"
     "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,"
-    " (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-    "  ELSE pg_current_wal_lsn() END - '0/0')::text";
+    " CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn() - '0/0' END,"
+    " pg_last_wal_receive_lsn() - '0/0',"
+    " pg_last_wal_replay_lsn() - '0/0',"
+    " coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)";
+constexpr const char* kSystemIdQuery = "SELECT system_identifier FROM pg_control_system()";
+
+/// Probes back off up to this after failure_threshold failures in a row.
+constexpr std::chrono::milliseconds kMaxBackoff{5000};
 
 std::uint64_t parse_u64(const char* text) {
   std::uint64_t value = 0;
@@ -40,24 +47,41 @@ std::string one_line(const char* message) {
 
 }  // namespace
 
+/// What one probe found.
+struct Monitor::Probe {
+  bool ok = false;
+  std::string error;
+  bool in_recovery = false;
+  std::uint32_t timeline = 0;
+  std::uint64_t system_identifier = 0;
+  std::uint64_t current_lsn = 0;
+  std::uint64_t receive_lsn = 0;
+  std::uint64_t replay_lsn = 0;
+  bool streaming = false;
+  Clock::time_point when{};
+  std::uint32_t rtt_us = 0;
+};
+
 struct Monitor::Prober {
   std::size_t index = 0;
   PGconn* conn = nullptr;
+  std::uint64_t system_identifier = 0;
   bool wake = false;
+  clockid_t cpu_clock{};
+  std::atomic<bool> has_cpu_clock{false};
   std::thread thread;
 };
 
-Monitor::Monitor(config::MonitorSettings settings, std::vector<config::BackendSettings> backends)
-    : settings_(std::move(settings)), backends_(std::move(backends)) {
-  nodes_.reserve(backends_.size());
-  for (const auto& b : backends_) {
+Monitor::Monitor(MonitorOptions options) : options_(std::move(options)) {
+  for (const auto& b : options_.backends) {
     NodeStatus node;
     node.name = b.name;
     node.host = b.host;
     node.port = b.port;
     nodes_.push_back(std::move(node));
   }
-  probed_.assign(nodes_.size(), false);
+  gates_.resize(nodes_.size());
+  attempted_.assign(nodes_.size(), false);
   auto initial = std::make_shared<Topology>();
   initial->nodes = nodes_;
   current_.store(std::move(initial));
@@ -66,14 +90,17 @@ Monitor::Monitor(config::MonitorSettings settings, std::vector<config::BackendSe
 Monitor::~Monitor() { stop(); }
 
 void Monitor::start() {
-  for (std::size_t i = 0; i < backends_.size(); ++i) {
+  for (std::size_t i = 0; i < options_.backends.size(); ++i) {
     auto prober = std::make_unique<Prober>();
     prober->index = i;
     probers_.push_back(std::move(prober));
   }
   for (auto& prober : probers_) {
     Prober* p = prober.get();
-    p->thread = std::thread([this, p] { run(*p); });
+    p->thread = std::thread([this, p] {
+      if (pthread_getcpuclockid(pthread_self(), &p->cpu_clock) == 0) p->has_cpu_clock = true;
+      run(*p);
+    });
   }
 }
 
@@ -102,17 +129,31 @@ void Monitor::request_probe() {
 bool Monitor::wait_first_round(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   return first_round_.wait_for(lock, timeout, [this] {
-    return std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; });
+    return std::all_of(attempted_.begin(), attempted_.end(), [](bool b) { return b; });
   });
 }
 
+std::chrono::microseconds Monitor::cpu_time() const {
+  std::chrono::microseconds total{0};
+  for (const auto& prober : probers_) {
+    timespec ts{};
+    if (prober->has_cpu_clock && clock_gettime(prober->cpu_clock, &ts) == 0) {
+      total +=
+          std::chrono::seconds(ts.tv_sec) + std::chrono::duration_cast<std::chrono::microseconds>(
+                                                std::chrono::nanoseconds(ts.tv_nsec));
+    }
+  }
+  return total;
+}
+
 void Monitor::run(Prober& prober) {
-  const auto& backend = backends_[prober.index];
+  const auto& backend = options_.backends[prober.index];
+  const auto& settings = options_.monitor;
   const std::string port = std::to_string(backend.port);
   // libpq's connect_timeout is in whole seconds (minimum 2); tcp_user_timeout bounds a probe
   // against a host that stopped answering.
   const std::string user_timeout =
-      std::to_string(std::max<std::uint32_t>(1000, settings_.interval_ms * 2));
+      std::to_string(std::max<std::uint32_t>(1000, settings.interval_ms * 2));
   const char* keys[] = {"host",
                         "port",
                         "user",
@@ -125,111 +166,188 @@ void Monitor::run(Prober& prober) {
                         nullptr};
   const char* values[] = {backend.host.c_str(),
                           port.c_str(),
-                          settings_.user.c_str(),
-                          settings_.password.c_str(),
-                          settings_.database.c_str(),
+                          settings.user.c_str(),
+                          settings.password.c_str(),
+                          settings.database.c_str(),
                           "pgrelay-monitor",
                           "2",
                           user_timeout.c_str(),
-                          "disable",
+                          "prefer",
                           nullptr};
 
-  NodeStatus status;
-  status.name = backend.name;
-  status.host = backend.host;
-  status.port = backend.port;
+  std::uint32_t failures = 0;
   while (true) {
-    bool ok = false;
-    if (prober.conn == nullptr || PQstatus(prober.conn) != CONNECTION_OK) {
-      if (prober.conn != nullptr) PQfinish(prober.conn);
+    Probe probe;
+    if (prober.conn == nullptr) {
       prober.conn = PQconnectdbParams(keys, values, 0);
-      if (PQstatus(prober.conn) != CONNECTION_OK) {
-        status.last_error = one_line(PQerrorMessage(prober.conn));
+      if (PQstatus(prober.conn) == CONNECTION_OK) {
+        PGresult* res = PQexec(prober.conn, kSystemIdQuery);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+          prober.system_identifier = parse_u64(PQgetvalue(res, 0, 0));
+        }
+        PQclear(res);
+      } else {
+        probe.error = one_line(PQerrorMessage(prober.conn));
         PQfinish(prober.conn);
         prober.conn = nullptr;
       }
     }
     if (prober.conn != nullptr) {
+      const auto started = Clock::now();
       PGresult* res = PQexec(prober.conn, kProbeQuery);
+      probe.when = Clock::now();
+      probe.rtt_us = static_cast<std::uint32_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(probe.when - started).count());
       if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        status.in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
-        status.timeline = static_cast<std::uint32_t>(parse_u64(PQgetvalue(res, 0, 1)));
-        status.lsn = parse_u64(PQgetvalue(res, 0, 2));
-        status.last_error.clear();
-        ok = true;
+        probe.ok = true;
+        probe.in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
+        probe.timeline = static_cast<std::uint32_t>(parse_u64(PQgetvalue(res, 0, 1)));
+        probe.current_lsn = parse_u64(PQgetvalue(res, 0, 2));
+        probe.receive_lsn = parse_u64(PQgetvalue(res, 0, 3));
+        probe.replay_lsn = parse_u64(PQgetvalue(res, 0, 4));
+        probe.streaming = PQgetvalue(res, 0, 5)[0] == 't';
+        probe.system_identifier = prober.system_identifier;
       } else {
-        status.last_error = one_line(PQerrorMessage(prober.conn));
+        probe.error = one_line(PQerrorMessage(prober.conn));
         PQfinish(prober.conn);
         prober.conn = nullptr;
       }
       PQclear(res);
     }
-    if (ok) {
-      status.consecutive_failures = 0;
-    } else {
-      ++status.consecutive_failures;
-    }
-    publish(prober.index, status, true);
+    failures = probe.ok ? 0 : failures + 1;
+    publish(prober.index, probe);
 
+    // Past the failure threshold, back off (doubling, up to kMaxBackoff) so a dead node costs
+    // little; a probe request still wakes the prober at once.
+    auto wait = std::chrono::milliseconds(settings.interval_ms);
+    if (failures > settings.failure_threshold) {
+      const auto shift = std::min<std::uint32_t>(failures - settings.failure_threshold, 6);
+      wait = std::min(kMaxBackoff, std::max(wait, wait * (1 << shift)));
+    }
     std::unique_lock lock(mutex_);
-    wake_.wait_for(lock, std::chrono::milliseconds(settings_.interval_ms),
-                   [&] { return stopping_ || prober.wake; });
+    wake_.wait_for(lock, wait, [&] { return stopping_ || prober.wake; });
     if (stopping_) return;
     prober.wake = false;
   }
 }
 
-void Monitor::publish(std::size_t index, const NodeStatus& status, bool probed) {
+void Monitor::publish(std::size_t index, const Probe& probe) {
+  std::shared_ptr<const Topology> previous;
   std::shared_ptr<Topology> next;
+  bool notify = false;
   {
     std::lock_guard lock(mutex_);
     NodeStatus& node = nodes_[index];
-    const std::uint32_t last_timeline = node.timeline;
-    node.in_recovery = status.in_recovery;
-    node.consecutive_failures = status.consecutive_failures;
-    node.last_error = status.last_error;
-    if (status.consecutive_failures == 0) {
-      node.timeline = status.timeline;
-      node.lsn = status.lsn;
+    ++node.probes_total;
+    if (probe.ok) {
+      node.probed = true;
+      node.consecutive_failures = 0;
+      node.last_error.clear();
+      node.in_recovery = probe.in_recovery;
+      node.timeline = probe.timeline;
+      node.system_identifier = probe.system_identifier;
+      node.current_lsn = probe.current_lsn;
+      node.receive_lsn = probe.receive_lsn;
+      node.replay_lsn = probe.replay_lsn;
+      node.streaming = probe.streaming;
+      node.probed_at = probe.when;
+      node.rtt_us = probe.rtt_us;
     } else {
-      node.timeline = last_timeline;
+      ++node.consecutive_failures;
+      ++node.probe_failures_total;
+      node.last_error = probe.error;
     }
-    auto previous = current_.load();
+
+    previous = current_.load();
     next = std::make_shared<Topology>();
     next->nodes = nodes_;
-    assign_roles(*next, settings_.failure_threshold);
+    assign_roles(*next, options_.monitor.failure_threshold);
+
+    // The lag history follows the current primary only.
+    if (next->primary != previous->primary && next->primary >= 0) history_.clear();
+    if (probe.ok && next->primary == static_cast<int>(index)) {
+      history_.add(probe.when, probe.current_lsn);
+    }
+    const NodeStatus* primary = next->primary_node();
+    for (std::size_t i = 0; i < next->nodes.size(); ++i) {
+      NodeStatus& n = next->nodes[i];
+      const bool was_eligible = previous->nodes[i].eligible;
+      n.eligible = false;
+      if (n.role != NodeRole::kStandby || primary == nullptr) continue;
+      n.replay_lag_bytes =
+          primary->current_lsn > n.replay_lsn ? primary->current_lsn - n.replay_lsn : 0;
+      n.replay_lag_ms = static_cast<std::uint64_t>(history_.lag(n.replay_lsn, n.probed_at).count());
+      const bool lag_ok =
+          gates_[i].update(n.replay_lag_bytes, options_.max_lag_bytes, n.replay_lag_ms,
+                           options_.max_lag_ms, options_.resume_fraction);
+      const bool same_cluster = n.system_identifier == primary->system_identifier;
+      n.eligible = lag_ok && n.streaming && n.consecutive_failures == 0 &&
+                   n.timeline == primary->timeline && same_cluster;
+      if (n.eligible != was_eligible) {
+        spdlog::info(
+            "backend {}: {} for reads (streaming {}, timeline {} vs primary {}, replay lag "
+            "{} bytes / {} ms, limits {} bytes / {} ms{})",
+            n.name, n.eligible ? "eligible" : "not eligible", n.streaming, n.timeline,
+            primary->timeline, n.replay_lag_bytes, n.replay_lag_ms, options_.max_lag_bytes,
+            options_.max_lag_ms, same_cluster ? "" : ", DIFFERENT SYSTEM IDENTIFIER");
+      }
+    }
+
     for (std::size_t i = 0; i < next->nodes.size(); ++i) {
       const auto& before = previous->nodes[i];
       const auto& after = next->nodes[i];
-      if (before.role != after.role) {
-        const auto level = after.role == NodeRole::kFenced || after.role == NodeRole::kDown
-                               ? spdlog::level::warn
-                               : spdlog::level::info;
-        spdlog::log(level, "backend {} ({}:{}): role {} -> {}, timeline {} -> {}{}{}", after.name,
+      if (before.role == after.role) continue;
+      ++role_changes_;
+      notify = true;
+      if (after.role == NodeRole::kFenced) {
+        spdlog::error(
+            "backend {} ({}:{}): role {} -> fenced, timeline {} -> {}: it claims to be a "
+            "primary but {}; it gets no traffic",
+            after.name, after.host, after.port, to_string(before.role), before.timeline,
+            after.timeline,
+            primary != nullptr ? "\"" + primary->name + "\" is primary on timeline " +
+                                     std::to_string(primary->timeline)
+                               : std::string("another node claims the same timeline"));
+      } else {
+        spdlog::log(after.role == NodeRole::kDown ? spdlog::level::warn : spdlog::level::info,
+                    "backend {} ({}:{}): role {} -> {}, timeline {} -> {}{}{}", after.name,
                     after.host, after.port, to_string(before.role), to_string(after.role),
                     before.timeline, after.timeline, after.last_error.empty() ? "" : ": ",
                     after.last_error);
       }
     }
     if (previous->primary != next->primary) {
-      if (next->primary >= 0) {
-        spdlog::info("primary is now {}", next->primary_node()->name);
+      notify = true;
+      if (primary != nullptr) {
+        if (last_primary_ >= 0 && last_primary_ != next->primary) {
+          ++failovers_;
+          spdlog::warn("failover: primary moved from {} to {} (timeline {})",
+                       nodes_[static_cast<std::size_t>(last_primary_)].name, primary->name,
+                       primary->timeline);
+        } else {
+          spdlog::info("primary is {} (timeline {})", primary->name, primary->timeline);
+        }
+        last_primary_ = next->primary;
       } else {
-        spdlog::warn(
-            "no primary: {}",
+        const auto fenced =
             std::count_if(next->nodes.begin(), next->nodes.end(),
-                          [](const NodeStatus& n) { return n.role == NodeRole::kFenced; }) > 1
-                ? "several nodes claim to be primary on the same timeline; none serves"
-                : "no node is out of recovery");
+                          [](const NodeStatus& n) { return n.role == NodeRole::kFenced; });
+        spdlog::error("no primary: {}",
+                      fenced > 1 ? "several nodes claim to be primary on the same timeline; "
+                                   "writes are refused until one remains"
+                                 : "no node is out of recovery");
       }
     }
+    next->failovers = failovers_;
+    next->role_changes = role_changes_;
     next->generation = ++generation_;
     current_.store(next);
-    if (probed && !probed_[index]) {
-      probed_[index] = true;
+    if (!attempted_[index]) {
+      attempted_[index] = true;
       first_round_.notify_all();
     }
   }
+  if (notify && listener_) listener_(*previous, *next);
 }
 
 }  // namespace pgrelay::cluster

@@ -1,6 +1,8 @@
 // Role assignment over a set of probed nodes: primary election and fencing.
 #include "pgrelay/cluster/topology.hpp"
 
+#include <cstdio>
+
 namespace pgrelay::cluster {
 
 std::string_view to_string(NodeRole role) {
@@ -30,7 +32,7 @@ void assign_roles(Topology& topology, std::uint32_t failure_threshold) {
       node.role = NodeRole::kDown;
       continue;
     }
-    if (node.timeline == 0) {  // never probed successfully
+    if (!node.probed) {
       node.role = NodeRole::kUnknown;
       continue;
     }
@@ -51,6 +53,13 @@ void assign_roles(Topology& topology, std::uint32_t failure_threshold) {
     if (node.timeline < best_timeline || claims_at_best > 1) node.role = NodeRole::kFenced;
   }
   if (claims_at_best == 1) topology.primary = best;
+}
+
+std::string format_lsn(std::uint64_t lsn) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%X/%X", static_cast<unsigned>(lsn >> 32),
+                static_cast<unsigned>(lsn & 0xffffffffU));
+  return text;
 }
 
 }  // namespace pgrelay::cluster

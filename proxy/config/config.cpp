@@ -240,8 +240,6 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.check_keys(*t, "[http]", {"address", "port"});
     r.string(*t, "http", "address", config.http.address);
     r.integer(*t, "http", "port", config.http.port, 1, kMaxPort);
-    config.inactive_notes.emplace_back(
-        "[http] is not active yet: no HTTP endpoints are served in this version");
   }
   if (const auto* t = r.section(root, "pool")) {
     r.check_keys(*t, "[pool]", {"mode"});
@@ -285,8 +283,9 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.integer(*t, "routing", "primary_wait_ms", config.routing.primary_wait_ms, 0, kMaxMillis);
     if (config.routing.read_write_split) {
       config.inactive_notes.emplace_back(
-          "read splitting ([routing] read_write_split, max_lag_bytes, max_lag_ms, "
-          "read_your_writes) is not active yet: every connection goes to the primary");
+          "read splitting ([routing] read_write_split, read_your_writes) is not active yet: "
+          "every connection goes to the primary (max_lag_bytes and max_lag_ms already decide "
+          "which standbys /topology shows as eligible)");
     }
   }
   if (const auto* t = r.section(root, "tls")) {

@@ -13,11 +13,13 @@ namespace asio = net::asio;
 using namespace std::chrono_literals;
 
 Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& monitor)
-    : workers_(config->listen.workers) {
+    : workers_(config->listen.workers), stats_(workers_.size(), config->backends.size()) {
   if (config->tls) shared_.tls = net::make_server_tls_context(config->tls->cert, config->tls->key);
   shared_.monitor = &monitor;
+  shared_.stats = &stats_;
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     sessions_.push_back(std::make_unique<WorkerSessions>());
+    sessions_.back()->counters = &stats_.worker(i);
     acceptors_.push_back(std::make_unique<net::tcp::acceptor>(
         net::make_listener(workers_.context(i), config->listen.address, config->listen.port)));
   }
@@ -62,6 +64,17 @@ asio::awaitable<void> Server::accept_loop(std::size_t worker) {
     auto session = std::make_shared<Session>(shared_, sessions, std::move(socket));
     Session::start(session);
     if (sessions.stopping) session->request_stop();
+  }
+}
+
+void Server::topology_changed() {
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    asio::post(workers_.context(i), [this, i] {
+      const auto topology = shared_.monitor->topology();
+      const std::vector<Session*> list(sessions_[i]->sessions.begin(),
+                                       sessions_[i]->sessions.end());
+      for (Session* s : list) s->topology_changed(*topology);
+    });
   }
 }
 

@@ -68,7 +68,11 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
 Session::~Session() {
   worker_.sessions.erase(this);
   if (client_key_) shared_.cancels.remove(*client_key_);
-  if (counted_) shared_.clients.fetch_sub(1, std::memory_order_relaxed);
+  if (counted_) shared_.stats->client_connections.fetch_sub(1, std::memory_order_relaxed);
+  if (backend_counted_) {
+    shared_.stats->backend(static_cast<std::size_t>(backend_index_))
+        .clients.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 void Session::start(const std::shared_ptr<Session>& session) {
@@ -130,6 +134,21 @@ void Session::force_close() {
   client_.cancel(ignored);
 }
 
+void Session::topology_changed(const cluster::Topology& topology) {
+  if (backend_index_ < 0 || closing_) return;
+  const auto& mine = topology.nodes[static_cast<std::size_t>(backend_index_)];
+  const bool demoted =
+      mine.role == cluster::NodeRole::kFenced || mine.role == cluster::NodeRole::kStandby;
+  const auto* primary = topology.primary_node();
+  if (!demoted && (primary == nullptr || topology.primary == backend_index_)) return;
+  std::string message = "terminating connection because the primary failed over: \"" +
+                        backend_name_ + "\" is no longer the primary";
+  if (primary != nullptr) message += "; reconnect to reach \"" + primary->name + "\"";
+  set_final_error(sqlstate::kAdminShutdown, std::move(message));
+  // Also ends a login still in progress with the old primary; the final error is reported.
+  stop_relay("primary failed over");
+}
+
 awaitable<void> Session::send_fatal(std::string_view sqlstate, std::string message,
                                     std::string_view detail) {
   if (close_reason_.empty()) close_reason_ = "error";
@@ -142,7 +161,9 @@ awaitable<void> Session::send_fatal(std::string_view sqlstate, std::string messa
 
 awaitable<void> Session::run() {
   const auto& limits = config_->limits;
-  if (shared_.clients.fetch_add(1, std::memory_order_relaxed) >= limits.max_clients) {
+  worker_.counters->connections_total.fetch_add(1, std::memory_order_relaxed);
+  if (shared_.stats->client_connections.fetch_add(1, std::memory_order_relaxed) >=
+      limits.max_clients) {
     counted_ = true;
     co_await send_fatal(sqlstate::kTooManyConnections, "sorry, too many clients already",
                         "pgrelay's [limits] max_clients is " + std::to_string(limits.max_clients));
@@ -175,9 +196,25 @@ awaitable<void> Session::run() {
     watchdog_.cancel();
     co_return;
   }
-  const bool ok = co_await login();
+  const bool logged_in = co_await login();
   watchdog_.cancel();
-  if (!ok) co_return;
+  if (!logged_in || closing_) {
+    // A failover right at the end of the login ends it too; login() reported other failures.
+    if (logged_in && final_error_) {
+      co_await send_fatal(final_error_->sqlstate, final_error_->message);
+    }
+    worker_.counters->login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_return;
+  }
+  auto& backend = shared_.stats->backend(static_cast<std::size_t>(backend_index_));
+  backend.clients.fetch_add(1, std::memory_order_relaxed);
+  backend_counted_ = true;
+  (replication_ ? backend.routed_replication : backend.routed_write)
+      .fetch_add(1, std::memory_order_relaxed);
+  if (const auto topology = shared_.monitor->topology(); topology->primary != backend_index_) {
+    // The primary changed while this client logged in.
+    topology_changed(*topology);
+  }
 
   spdlog::info("c{}: login user={} database={}{} from {} on {} ({}:{}){}", id_, user_, database_,
                replication_ ? " replication" : "", peer_, backend_name_, backend_host_,
@@ -345,6 +382,8 @@ awaitable<bool> Session::connect_primary() {
       backend_port_ = primary->port;
       const auto ec = co_await connect_to(backend_host_, backend_port_);
       if (!ec) {
+        // From here on a topology change can end this session (see topology_changed()).
+        backend_index_ = topology->primary;
         if (waited) {
           spdlog::info("c{}: primary {} reached after waiting {} ms", id_, backend_name_,
                        std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -493,7 +532,9 @@ awaitable<bool> Session::login() {
         break;
     }
   }
-  if (timed_out_) {
+  if (final_error_) {
+    co_await send_fatal(final_error_->sqlstate, final_error_->message);
+  } else if (timed_out_) {
     co_await send_fatal(
         sqlstate::kProtocolViolation,
         "login not completed within " + std::to_string(config_->limits.startup_timeout_ms) + " ms");
@@ -534,6 +575,7 @@ awaitable<void> Session::client_to_server() {
         stop_relay("server shutting down");
         break;
       }
+      const bool was_waiting = pending_syncs_ > 0;
       bool terminate = false;
       FrontendType bad_type{};
       bool bad = false;
@@ -571,9 +613,11 @@ awaitable<void> Session::client_to_server() {
                         !error.empty() ? "invalid frontend message: " + std::string(error)
                                        : "invalid frontend message type " +
                                              std::to_string(static_cast<unsigned char>(bad_type)));
+        worker_.counters->protocol_errors_total.fetch_add(1, std::memory_order_relaxed);
         stop_relay("protocol violation by the client");
         break;
       }
+      if (!was_waiting && pending_syncs_ > 0) request_started_ = std::chrono::steady_clock::now();
       if (terminate) {
         co_await asio::async_write(server_, asio::buffer(chunk.data(), chunk.size()), kNoThrow);
         closing_ = true;

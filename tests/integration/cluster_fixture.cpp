@@ -161,6 +161,10 @@ Proxy::Proxy(const std::string& extra_toml, bool with_backends) {
   ::mkdir(dir_.c_str(), 0755);
   std::string toml = "[listen]\naddress = \"127.0.0.1\"\nport = " + std::to_string(port_) +
                      "\nworkers = 2\n\n" + extra_toml + "\n";
+  if (toml.find("[http]") == std::string::npos) {
+    http_port_ = free_port();
+    toml += "[http]\naddress = \"127.0.0.1\"\nport = " + std::to_string(http_port_) + "\n";
+  }
   if (toml.find("[monitor]") == std::string::npos) {
     toml += "[monitor]\nuser = \"pgrelay\"\npassword = \"pgrelay\"\ninterval_ms = 200\n";
   }
@@ -298,6 +302,22 @@ bool RawSocket::closed_within(std::chrono::milliseconds timeout) {
     const ssize_t r = ::recv(fd_, buf.data(), buf.size(), 0);
     if (r <= 0) return true;
   }
+}
+
+HttpResponse http_get(int port, const std::string& path) {
+  HttpResponse response;
+  RawSocket socket(port);
+  if (!socket.connected()) return response;
+  const std::string request =
+      "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  if (!socket.send(request.data(), request.size())) return response;
+  const auto bytes = socket.read_all(std::chrono::seconds(5));
+  const std::string text(bytes.begin(), bytes.end());
+  if (text.rfind("HTTP/1.1 ", 0) != 0 || text.size() < 12) return response;
+  response.status = std::stoi(text.substr(9, 3));
+  const auto body = text.find("\r\n\r\n");
+  if (body != std::string::npos) response.body = text.substr(body + 4);
+  return response;
 }
 
 std::string first_error(const std::vector<std::uint8_t>& bytes) {

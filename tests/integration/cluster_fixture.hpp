@@ -65,6 +65,8 @@ class Proxy {
   Proxy& operator=(const Proxy&) = delete;
 
   [[nodiscard]] int port() const { return port_; }
+  /// The [http] port (the fixture adds [http] on a free port unless extra_toml has one).
+  [[nodiscard]] int http_port() const { return http_port_; }
   [[nodiscard]] pid_t pid() const { return pid_; }
   /// libpq connection string for this proxy (user app, database app, sslmode=disable).
   [[nodiscard]] std::string conninfo(const std::string& extra = {}) const;
@@ -77,6 +79,7 @@ class Proxy {
 
  private:
   int port_ = 0;
+  int http_port_ = 0;
   pid_t pid_ = -1;
   std::string dir_;
 };
@@ -114,6 +117,14 @@ class RawSocket {
  private:
   int fd_ = -1;
 };
+
+struct HttpResponse {
+  int status = 0;  ///< 0 when the request failed
+  std::string body;
+};
+
+/// A plain HTTP/1.1 GET to 127.0.0.1:port (Connection: close).
+HttpResponse http_get(int port, const std::string& path);
 
 /// The fields of the first ErrorResponse in `bytes` ("" when there is none): severity,
 /// SQLSTATE and message as "FATAL 08P01 message".

@@ -5,26 +5,44 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
+#include "pgrelay/cluster/lag.hpp"
 #include "pgrelay/cluster/topology.hpp"
 #include "pgrelay/config/config.hpp"
 
 namespace pgrelay::cluster {
 
+struct MonitorOptions {
+  config::MonitorSettings monitor;
+  std::vector<config::BackendSettings> backends;
+  std::uint64_t max_lag_bytes = 16 * 1024 * 1024;
+  std::uint64_t max_lag_ms = 1000;
+  /// A standby over a lag limit is eligible again only below this fraction of it.
+  double resume_fraction = 0.5;
+};
+
+/// Called (on a prober thread, outside the monitor's lock) after a snapshot in which the primary
+/// or any node's role changed.
+using TopologyListener = std::function<void(const Topology& previous, const Topology& next)>;
+
 /// One prober thread per backend, each with a persistent libpq connection as the [monitor]
 /// role, probing every interval_ms (and at once on request_probe()). Probes of all nodes run in
-/// parallel. Each probe publishes a new snapshot, swapped atomically.
+/// parallel; a slow or dead node delays only its own prober. Each probe publishes a new
+/// snapshot, swapped atomically.
 class Monitor {
  public:
-  Monitor(config::MonitorSettings settings, std::vector<config::BackendSettings> backends);
+  explicit Monitor(MonitorOptions options);
   ~Monitor();
   Monitor(const Monitor&) = delete;
   Monitor& operator=(const Monitor&) = delete;
 
+  /// Set before start().
+  void set_listener(TopologyListener listener) { listener_ = std::move(listener); }
   void start();
   void stop();
 
@@ -38,20 +56,30 @@ class Monitor {
   /// Blocks until every node has been probed once (success or failure) or `timeout` passes.
   bool wait_first_round(std::chrono::milliseconds timeout);
 
+  /// CPU time used by the prober threads so far (for the probe cost metric).
+  [[nodiscard]] std::chrono::microseconds cpu_time() const;
+
+  struct Probe;
+
  private:
   struct Prober;
   void run(Prober& prober);
-  void publish(std::size_t index, const NodeStatus& status, bool probed);
+  void publish(std::size_t index, const Probe& probe);
 
-  config::MonitorSettings settings_;
-  std::vector<config::BackendSettings> backends_;
+  MonitorOptions options_;
+  TopologyListener listener_;
   std::vector<std::unique_ptr<Prober>> probers_;
 
-  std::mutex mutex_;  // guards nodes_, probed_, stopping_ and the probers' wake flags
+  std::mutex mutex_;  // guards everything below except current_
   std::condition_variable wake_;
   std::condition_variable first_round_;
   std::vector<NodeStatus> nodes_;
-  std::vector<bool> probed_;
+  std::vector<LagGate> gates_;
+  std::vector<bool> attempted_;
+  LsnHistory history_;
+  int last_primary_ = -1;  ///< the last node that was primary, kept through outages
+  std::uint64_t failovers_ = 0;
+  std::uint64_t role_changes_ = 0;
   bool stopping_ = false;
   std::uint64_t generation_ = 0;
   std::atomic<std::shared_ptr<const Topology>> current_;

@@ -1,6 +1,8 @@
-// The cluster as pgrelay last saw it: an immutable snapshot of every backend's role and position.
+// The cluster as pgrelay last saw it: an immutable snapshot of every backend's role, position,
+// replay lag and eligibility for reads.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -14,7 +16,7 @@ enum class NodeRole {
   kPrimary,
   kStandby,
   kDown,    ///< failure_threshold consecutive probes failed
-  kFenced,  ///< claims to be primary on an older timeline than the current primary
+  kFenced,  ///< claims to be primary on an older timeline (or on the same one as another)
 };
 
 [[nodiscard]] std::string_view to_string(NodeRole role);
@@ -25,22 +27,49 @@ struct NodeStatus {
   std::string host;
   std::uint16_t port = 0;
   NodeRole role = NodeRole::kUnknown;
-  /// What the node itself said at its last successful probe (before fencing decisions).
+
+  // What the node itself reported at its last successful probe.
+  bool probed = false;  ///< at least one probe succeeded
   bool in_recovery = false;
   std::uint32_t timeline = 0;
-  std::uint64_t lsn = 0;  ///< primary: current WAL LSN; standby: replay LSN
+  std::uint64_t system_identifier = 0;
+  std::uint64_t current_lsn = 0;  ///< primary: pg_current_wal_lsn()
+  std::uint64_t receive_lsn = 0;  ///< standby: pg_last_wal_receive_lsn()
+  std::uint64_t replay_lsn = 0;   ///< standby: pg_last_wal_replay_lsn()
+  bool streaming = false;         ///< standby: its WAL receiver is streaming
+  std::chrono::steady_clock::time_point probed_at{};
+  std::uint32_t rtt_us = 0;  ///< round trip of the last probe query
+
+  // Derived when the snapshot is built.
+  std::uint64_t replay_lag_bytes = 0;
+  std::uint64_t replay_lag_ms = 0;
+  bool eligible = false;  ///< may serve reads now
+
   std::uint32_t consecutive_failures = 0;
+  std::uint64_t probes_total = 0;
+  std::uint64_t probe_failures_total = 0;
   std::string last_error;
+
+  /// The LSN shown to operators: the primary's current position, a standby's replay position.
+  [[nodiscard]] std::uint64_t lsn() const { return in_recovery ? replay_lsn : current_lsn; }
 };
 
 /// Immutable once published; readers hold it through a shared_ptr.
 struct Topology {
   std::uint64_t generation = 0;
   std::vector<NodeStatus> nodes;
-  int primary = -1;  ///< index into nodes, -1 when no primary is known
+  int primary = -1;                ///< index into nodes, -1 when no primary is known
+  std::uint64_t failovers = 0;     ///< times the primary moved to another node
+  std::uint64_t role_changes = 0;  ///< role transitions of any node
 
   [[nodiscard]] const NodeStatus* primary_node() const {
     return primary >= 0 ? &nodes[static_cast<std::size_t>(primary)] : nullptr;
+  }
+  [[nodiscard]] const NodeStatus* find(std::string_view name) const {
+    for (const auto& node : nodes) {
+      if (node.name == name) return &node;
+    }
+    return nullptr;
   }
 };
 
@@ -49,5 +78,8 @@ struct Topology {
 /// same highest timeline leave the cluster without a primary (both are fenced). Nodes with
 /// `failure_threshold` or more consecutive failures are down. Pure, for unit tests.
 void assign_roles(Topology& topology, std::uint32_t failure_threshold);
+
+/// PostgreSQL's text form of an LSN: "16/B374D848".
+[[nodiscard]] std::string format_lsn(std::uint64_t lsn);
 
 }  // namespace pgrelay::cluster

@@ -30,7 +30,12 @@ class Server {
   /// Applies a reloaded configuration to sessions that start from now on.
   void reload(std::shared_ptr<const config::Config> config);
 
-  [[nodiscard]] std::uint32_t client_count() const { return shared_.clients.load(); }
+  [[nodiscard]] std::int64_t client_count() const { return stats_.client_connections.load(); }
+  [[nodiscard]] const stats::Stats& stats() const { return stats_; }
+
+  /// Hands a topology change to every worker (sessions on a node that is no longer the primary
+  /// are closed). Safe to call from any thread.
+  void topology_changed();
 
  private:
   net::asio::awaitable<void> accept_loop(std::size_t worker);
@@ -40,6 +45,7 @@ class Server {
 
   Shared shared_;
   net::Workers workers_;
+  stats::Stats stats_;
   std::vector<std::unique_ptr<WorkerSessions>> sessions_;
   std::vector<std::unique_ptr<net::tcp::acceptor>> acceptors_;
 };

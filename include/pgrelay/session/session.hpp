@@ -15,6 +15,7 @@
 #include "pgrelay/protocol/frame.hpp"
 #include "pgrelay/protocol/startup.hpp"
 #include "pgrelay/session/cancel_registry.hpp"
+#include "pgrelay/stats/stats.hpp"
 
 namespace pgrelay::session {
 
@@ -23,8 +24,8 @@ struct Shared {
   std::atomic<std::shared_ptr<const config::Config>> config;
   std::shared_ptr<net::asio::ssl::context> tls;  ///< null without [tls]
   cluster::Monitor* monitor = nullptr;
+  stats::Stats* stats = nullptr;
   CancelRegistry cancels;
-  std::atomic<std::uint32_t> clients{0};
   std::atomic<std::uint64_t> next_id{1};
 };
 
@@ -33,6 +34,7 @@ class Session;
 /// The sessions of one worker; touched only on that worker's thread.
 struct WorkerSessions {
   std::unordered_set<Session*> sessions;
+  stats::WorkerCounters* counters = nullptr;
   bool stopping = false;
 };
 
@@ -51,6 +53,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void request_stop();
   /// Closes now, whatever the client is doing (shutdown deadline).
   void force_close();
+  /// Called after the topology changed: a session whose server is no longer the primary (another
+  /// node was promoted, or its node was fenced or demoted) gets FATAL 57P01 and is closed.
+  void topology_changed(const cluster::Topology& topology);
 
  private:
   struct FinalError {
@@ -111,6 +116,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string backend_name_;
   std::string backend_host_;
   std::uint16_t backend_port_ = 0;
+  int backend_index_ = -1;  ///< index in the topology's nodes (the config's backend order)
+  bool backend_counted_ = false;
   bool replication_ = false;
 
   bool counted_ = false;
@@ -138,6 +145,7 @@ class Session : public std::enable_shared_from_this<Session> {
   protocol::TransactionStatus tx_status_ = protocol::TransactionStatus::kIdle;
   protocol::BackendType last_server_type_ = protocol::BackendType::kReadyForQuery;
   std::uint32_t pending_syncs_ = 0;
+  std::chrono::steady_clock::time_point request_started_{};
   bool extended_open_ = false;
 };
 

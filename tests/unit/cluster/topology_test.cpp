@@ -13,6 +13,7 @@ NodeStatus node(std::string name, bool in_recovery, std::uint32_t timeline,
   n.in_recovery = in_recovery;
   n.timeline = timeline;
   n.consecutive_failures = failures;
+  n.probed = timeline != 0;
   return n;
 }
 
@@ -77,6 +78,12 @@ TEST(AssignRoles, NeverProbedNodesAreUnknown) {
   EXPECT_EQ(t.nodes[0].role, NodeRole::kUnknown);
   EXPECT_EQ(t.nodes[1].role, NodeRole::kUnknown);
   EXPECT_EQ(t.primary, -1);
+}
+
+TEST(FormatLsn, MatchesPostgresTextForm) {
+  EXPECT_EQ(format_lsn(0), "0/0");
+  EXPECT_EQ(format_lsn(0x16B374D848ULL), "16/B374D848");
+  EXPECT_EQ(format_lsn(0x3000060), "0/3000060");
 }
 
 TEST(NodeRoleNames, MatchTheTopologyVocabulary) {

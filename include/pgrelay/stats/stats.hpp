@@ -1,0 +1,67 @@
+// Counters the data path updates and /metrics reads: per worker (no sharing on the hot path) and
+// per backend (touched once per connection), all relaxed atomics.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace pgrelay::stats {
+
+/// Upper bounds (seconds) of the round-trip latency histogram buckets; +Inf is implicit.
+inline constexpr std::array<double, 16> kLatencyBuckets = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
+
+/// One worker's counters. Only that worker writes them.
+struct alignas(64) WorkerCounters {
+  std::atomic<std::uint64_t> connections_total{0};
+  std::atomic<std::uint64_t> login_failures_total{0};
+  std::atomic<std::uint64_t> protocol_errors_total{0};
+  /// Request → ReadyForQuery round trips as the proxy sees them (client to client).
+  std::array<std::atomic<std::uint64_t>, kLatencyBuckets.size() + 1> latency_buckets{};
+  std::atomic<std::uint64_t> latency_sum_ns{0};
+
+  void observe_latency(std::chrono::nanoseconds duration) {
+    const double seconds = std::chrono::duration<double>(duration).count();
+    std::size_t bucket = 0;
+    while (bucket < kLatencyBuckets.size() && seconds > kLatencyBuckets[bucket]) ++bucket;
+    latency_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+    latency_sum_ns.fetch_add(static_cast<std::uint64_t>(duration.count()),
+                             std::memory_order_relaxed);
+  }
+};
+
+/// Routing decisions and current client connections per backend.
+struct BackendCounters {
+  std::atomic<std::uint64_t> routed_read{0};
+  std::atomic<std::uint64_t> routed_write{0};
+  std::atomic<std::uint64_t> routed_replication{0};
+  std::atomic<std::int64_t> clients{0};
+};
+
+class Stats {
+ public:
+  Stats(std::size_t workers, std::size_t backends)
+      : workers_(workers),
+        backends_(std::make_unique<BackendCounters[]>(backends)),
+        backend_count_(backends) {}
+
+  [[nodiscard]] WorkerCounters& worker(std::size_t i) { return workers_[i]; }
+  [[nodiscard]] const std::vector<WorkerCounters>& workers() const { return workers_; }
+  [[nodiscard]] BackendCounters& backend(std::size_t i) { return backends_[i]; }
+  [[nodiscard]] const BackendCounters& backend(std::size_t i) const { return backends_[i]; }
+  [[nodiscard]] std::size_t backend_count() const { return backend_count_; }
+
+  std::atomic<std::int64_t> client_connections{0};
+
+ private:
+  std::vector<WorkerCounters> workers_;
+  std::unique_ptr<BackendCounters[]> backends_;
+  std::size_t backend_count_;
+};
+
+}  // namespace pgrelay::stats
