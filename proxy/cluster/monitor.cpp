@@ -261,7 +261,8 @@ void Monitor::publish(std::size_t index, const Probe& probe) {
     previous = current_.load();
     next = std::make_shared<Topology>();
     next->nodes = nodes_;
-    assign_roles(*next, options_.monitor.failure_threshold);
+    if (probe.ok) highest_timeline_ = std::max(highest_timeline_, probe.timeline);
+    assign_roles(*next, options_.monitor.failure_threshold, highest_timeline_);
 
     // The lag history follows the current primary only.
     if (next->primary != previous->primary && next->primary >= 0) history_.clear();

@@ -21,7 +21,8 @@ std::string_view to_string(NodeRole role) {
   return "unknown";
 }
 
-void assign_roles(Topology& topology, std::uint32_t failure_threshold) {
+void assign_roles(Topology& topology, std::uint32_t failure_threshold,
+                  std::uint32_t highest_timeline_seen) {
   topology.primary = -1;
   std::uint32_t best_timeline = 0;
   int best = -1;
@@ -50,9 +51,12 @@ void assign_roles(Topology& topology, std::uint32_t failure_threshold) {
     if (node.role != NodeRole::kPrimary) continue;
     // Older timeline: an old primary that came back. Same timeline twice: split brain, serve
     // neither for writes.
-    if (node.timeline < best_timeline || claims_at_best > 1) node.role = NodeRole::kFenced;
+    if (node.timeline < best_timeline || node.timeline < highest_timeline_seen ||
+        claims_at_best > 1) {
+      node.role = NodeRole::kFenced;
+    }
   }
-  if (claims_at_best == 1) topology.primary = best;
+  if (claims_at_best == 1 && best_timeline >= highest_timeline_seen) topology.primary = best;
 }
 
 std::string format_lsn(std::uint64_t lsn) {

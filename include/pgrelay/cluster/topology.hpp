@@ -75,9 +75,12 @@ struct Topology {
 
 /// Assigns roles from the nodes' own reports: the node out of recovery with the highest
 /// timeline is the primary; others out of recovery on older timelines are fenced; two on the
-/// same highest timeline leave the cluster without a primary (both are fenced). Nodes with
-/// `failure_threshold` or more consecutive failures are down. Pure, for unit tests.
-void assign_roles(Topology& topology, std::uint32_t failure_threshold);
+/// same highest timeline leave the cluster without a primary (both are fenced). A node out of
+/// recovery on a timeline below `highest_timeline_seen` (the highest any node ever reported) is
+/// fenced even when the newer primary is down, so an old primary never takes writes again.
+/// Nodes with `failure_threshold` or more consecutive failures are down. Pure, for unit tests.
+void assign_roles(Topology& topology, std::uint32_t failure_threshold,
+                  std::uint32_t highest_timeline_seen = 0);
 
 /// PostgreSQL's text form of an LSN: "16/B374D848".
 [[nodiscard]] std::string format_lsn(std::uint64_t lsn);

@@ -73,6 +73,19 @@ TEST(AssignRoles, ADownPrimaryDoesNotBlockThePromotedOne) {
   EXPECT_EQ(t.primary_node()->name, "b");
 }
 
+TEST(AssignRoles, OldPrimaryStaysFencedWhenTheNewPrimaryIsDown) {
+  // b was promoted to timeline 2 and then died; a, back on timeline 1, must not take writes.
+  Topology t;
+  t.nodes = {node("a", false, 1), node("b", false, 2, 5), node("c", true, 2)};
+  assign_roles(t, 3, /*highest_timeline_seen=*/2);
+  EXPECT_EQ(t.nodes[0].role, NodeRole::kFenced);
+  EXPECT_EQ(t.nodes[1].role, NodeRole::kDown);
+  EXPECT_EQ(t.primary, -1);
+  // Without that memory (as at start-up), the old primary would be chosen.
+  assign_roles(t, 3, 0);
+  EXPECT_EQ(t.primary, 0);
+}
+
 TEST(AssignRoles, NeverProbedNodesAreUnknown) {
   const auto t = assigned({node("a", false, 0), node("b", true, 0)});
   EXPECT_EQ(t.nodes[0].role, NodeRole::kUnknown);
