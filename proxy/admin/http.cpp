@@ -6,6 +6,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/json.hpp>
+#include <charconv>
 #include <sstream>
 
 namespace pgrelay::admin {
@@ -70,7 +71,11 @@ class Writer {
   void sample(std::string_view name, std::string_view labels, T value) {
     out_ << name;
     if (!labels.empty()) out_ << '{' << labels << '}';
-    out_ << ' ' << value << '\n';
+    // Shortest text that reads back exactly (no rounding to 6 digits, as ostream would).
+    std::array<char, 32> text{};
+    const auto end = std::to_chars(text.data(), text.data() + text.size(), value).ptr;
+    out_ << ' ' << std::string_view(text.data(), static_cast<std::size_t>(end - text.data()))
+         << '\n';
   }
   std::string str() const { return out_.str(); }
 
@@ -96,7 +101,7 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   w.family("pgrelay_primary_known", "gauge", "1 when a primary is known, else 0.");
   w.sample("pgrelay_primary_known", "", topology.primary >= 0 ? 1 : 0);
-  w.family("pgrelay_topology_generation", "counter", "Topology snapshots published.");
+  w.family("pgrelay_topology_generation", "gauge", "Generation of the current topology snapshot.");
   w.sample("pgrelay_topology_generation", "", topology.generation);
 
   w.family("pgrelay_backend_up", "gauge", "1 when the backend's last probe succeeded.");
@@ -208,9 +213,12 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
   std::uint64_t cumulative = 0;
   for (std::size_t b = 0; b < stats::kLatencyBuckets.size(); ++b) {
     cumulative += buckets[b];
-    std::ostringstream le;
-    le << stats::kLatencyBuckets[b];
-    w.sample("pgrelay_request_duration_seconds_bucket", "le=\"" + le.str() + "\"", cumulative);
+    std::array<char, 32> le{};
+    const auto end = std::to_chars(le.data(), le.data() + le.size(), stats::kLatencyBuckets[b],
+                                   std::chars_format::fixed)
+                         .ptr;
+    w.sample("pgrelay_request_duration_seconds_bucket",
+             "le=\"" + std::string(le.data(), end) + "\"", cumulative);
   }
   cumulative += buckets.back();
   w.sample("pgrelay_request_duration_seconds_bucket", "le=\"+Inf\"", cumulative);
