@@ -333,10 +333,21 @@ void Monitor::publish(std::size_t index, const Probe& probe) {
         const auto fenced =
             std::count_if(next->nodes.begin(), next->nodes.end(),
                           [](const NodeStatus& n) { return n.role == NodeRole::kFenced; });
-        spdlog::error("no primary: {}",
-                      fenced > 1 ? "several nodes claim to be primary on the same timeline; "
-                                   "writes are refused until one remains"
-                                 : "no node is out of recovery");
+        const bool same_timeline =
+            fenced > 1 &&
+            std::all_of(next->nodes.begin(), next->nodes.end(), [&](const NodeStatus& n) {
+              return n.role != NodeRole::kFenced || n.timeline == highest_timeline_;
+            });
+        std::string reason = "no node is out of recovery";
+        if (same_timeline) {
+          reason = "several nodes claim to be primary on timeline " +
+                   std::to_string(highest_timeline_) + "; writes are refused until one remains";
+        } else if (fenced > 0) {
+          reason = "the only nodes out of recovery are fenced (on a timeline older than " +
+                   std::to_string(highest_timeline_) +
+                   ", the newest seen); writes wait for a primary on the newest timeline";
+        }
+        spdlog::error("no primary: {}", reason);
       }
     }
     next->failovers = failovers_;

@@ -1,6 +1,4 @@
-// Fencing of a live old primary: a standby is promoted while node1 keeps running on timeline 1;
-// node1's sessions (libpq and replication) are ended with 57P01, writes follow node2, and node1
-// stays fenced even after node2 dies.
+// A standby promoted beside a live primary: the old primary is fenced and its sessions ended.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/stat.h>
@@ -288,13 +286,14 @@ TEST_F(Fencing, PromotingAStandbyFencesTheRunningOldPrimaryAndEndsItsSessions) {
 // Split brain on one timeline (two nodes out of recovery on the same timeline) is hard to make
 // with real servers; assign_roles() covers it in the unit tests.
 
-// node2, the promoted primary, dies; node1 is still up, out of recovery, on timeline 1, and
-// is now the only node claiming to be primary. assign_roles() at HEAD ignores down nodes and
-// compares node1 only with the live claimants, so node1 (timeline 1) would become the primary
-// again: writes would go to a server whose history was abandoned at the promotion (the rows
-// written to node2 are missing there), and a later recovery of node2 would give two diverged
-// primaries. The safe behaviour asserted here: a node on a timeline older than one the proxy has
-// already seen stays fenced, there is no primary, /ready is 503 and new clients are not served.
+// node2, the promoted primary, dies; node1 is still up, out of recovery, on timeline 1, and is
+// now the only node claiming to be primary. Comparing only the live claimants (down nodes are
+// ignored) would make node1 the primary again: writes would go to a server whose history was
+// abandoned at the promotion (the rows written to node2 are missing there), and node2 coming
+// back would make two diverged primaries. The monitor remembers the highest timeline any node
+// reported, so node1 stays fenced: no primary, /ready 503, new clients wait and are not served.
+// (The memory is per process: a pgrelay started while node2 is down cannot know about timeline 2
+// and would pick node1.)
 TEST_F(Fencing, OldPrimaryStaysFencedWhenThePromotedPrimaryDies) {
   if (!promoted_) GTEST_SKIP() << "the promotion test did not get that far";
   auto& cluster = Cluster::get();
@@ -336,9 +335,16 @@ TEST_F(Fencing, OldPrimaryStaysFencedWhenThePromotedPrimaryDies) {
     }
   }
   EXPECT_EQ(cluster.sql("node1", "SELECT count(*) FROM fencing_t WHERE phase <> 'before'"), "0");
+  // The operator is told why there is no primary: the only node out of recovery is fenced, not
+  // "no node is out of recovery", which would point at the wrong problem.
+  const std::string no_primary = lines_containing(proxy.log(), "error no primary");
   std::cout << "log after node2 died:\n"
-            << lines_containing(lines_containing(proxy.log(), "node2 ("), "-> down")
-            << lines_containing(proxy.log(), "no primary");
+            << lines_containing(lines_containing(proxy.log(), "node2 ("), "-> down") << no_primary;
+  EXPECT_NE(no_primary, "") << "no error line saying there is no primary";
+  EXPECT_EQ(no_primary.find("no node is out of recovery"), std::string::npos)
+      << "misleading reason while node1 is out of recovery and fenced:\n"
+      << no_primary;
+  EXPECT_NE(no_primary.find("fenced"), std::string::npos) << no_primary;
   if (HasFailure()) {
     std::cout << "proxy log (roles and primary):\n"
               << lines_containing(proxy.log(), "role ") << lines_containing(proxy.log(), "primary");

@@ -77,9 +77,8 @@ class Monitor {
   std::vector<LagGate> gates_;
   std::vector<bool> attempted_;
   LsnHistory history_;
-  int last_primary_ = -1;
-  std::uint32_t highest_timeline_ = 0;  ///< the highest timeline any node ever reported  ///< the
-                                        ///< last node that was primary, kept through outages
+  int last_primary_ = -1;               ///< the last node that was primary, kept through outages
+  std::uint32_t highest_timeline_ = 0;  ///< the highest timeline any node ever reported
   std::uint64_t failovers_ = 0;
   std::uint64_t role_changes_ = 0;
   bool stopping_ = false;
