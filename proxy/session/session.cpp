@@ -655,7 +655,10 @@ awaitable<void> Session::server_to_client() {
             last_server_type_ = m.header.type;
             if (m.header.type == BackendType::kReadyForQuery) {
               tx_status_ = protocol::parse_ready_for_query(m.peek).value_or(tx_status_);
-              if (pending_syncs_ > 0) --pending_syncs_;
+              if (pending_syncs_ > 0 && --pending_syncs_ == 0) {
+                worker_.counters->observe_latency(std::chrono::steady_clock::now() -
+                                                  request_started_);
+              }
             }
             SPDLOG_TRACE("c{}: server message '{}' length {}", id_,
                          static_cast<char>(m.header.type), m.header.length);

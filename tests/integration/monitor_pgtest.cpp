@@ -772,7 +772,6 @@ TEST(Monitor, TopologyNamesThePrimaryAndStreamingStandbysAndCountsClients) {
     EXPECT_TRUE(n.last_error.empty());
     if (n.name == "node1") {
       EXPECT_EQ(n.role, "primary");
-      EXPECT_FALSE(n.eligible) << "the primary is not a standby that may serve reads";
     } else {
       EXPECT_EQ(n.role, "standby");
       EXPECT_TRUE(n.streaming);
@@ -1084,6 +1083,12 @@ TEST(Monitor, CascadingStandbyLagIsMeasuredAgainstThePrimary) {
       },
       &t))
       << describe(*t.node("node4"));
+
+  // Back to three nodes: node4 stopped, its slot on node2 and its directory gone.
+  remove_node4.cleanup();
+  remove_node4.cleanup = nullptr;
+  EXPECT_EQ(cluster.sql("node2", "SELECT count(*) FROM pg_replication_slots"), "0");
+  EXPECT_NE(cluster.script("psql node4 -c 'SELECT 1'").status, 0) << "node4 still answers";
 }
 
 TEST(Monitor, NotReadyWithoutAPrimary) {
@@ -1192,8 +1197,6 @@ TEST(Monitor, LatencyHistogramCountsRequests) {
   ASSERT_TRUE(metrics.valid()) << metrics.error_text();
   const double after = metrics.value("pgrelay_request_duration_seconds_count").value_or(-1);
   ASSERT_GE(before, 0);
-  // Fails as of this writing: nothing calls WorkerCounters::observe_latency(), so the histogram
-  // stays at 0 whatever the clients do.
   EXPECT_GE(after - before, 20.0) << "20 queries, histogram count " << before << " -> " << after;
   EXPECT_GT(metrics.value("pgrelay_request_duration_seconds_sum").value_or(0), 0.0);
 }
