@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
-#include <cmath>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "cluster_fixture.hpp"
+#include "prometheus_text.hpp"
 
 namespace pgrelay::test {
 namespace {
@@ -286,384 +286,8 @@ std::vector<TopologyView> write_and_sample(PgConn& writer, const Proxy& proxy,
 }
 
 // ------------------------------------------------------------------------------------------
-// A strict parser for the Prometheus text exposition format 0.0.4
+// /metrics, through the strict Prometheus text-format validator of prometheus_text.hpp
 // ------------------------------------------------------------------------------------------
-
-struct MetricSample {
-  std::string name;
-  std::string family;
-  std::map<std::string, std::string> labels;  ///< unescaped values
-  double value = 0;
-};
-
-struct Exposition {
-  std::map<std::string, std::string> types;  ///< family -> counter|gauge|histogram|...
-  std::vector<MetricSample> samples;
-  std::vector<std::string> errors;
-
-  [[nodiscard]] bool valid() const { return errors.empty(); }
-  [[nodiscard]] std::string error_text() const {
-    std::string out;
-    for (const auto& e : errors) out += e + "\n";
-    return out;
-  }
-  /// Samples named `name` whose labels include `labels`.
-  [[nodiscard]] std::vector<const MetricSample*> find(
-      std::string_view name, const std::map<std::string, std::string>& labels = {}) const {
-    std::vector<const MetricSample*> out;
-    for (const auto& s : samples) {
-      if (s.name != name) continue;
-      const bool match = std::all_of(labels.begin(), labels.end(), [&](const auto& kv) {
-        const auto it = s.labels.find(kv.first);
-        return it != s.labels.end() && it->second == kv.second;
-      });
-      if (match) out.push_back(&s);
-    }
-    return out;
-  }
-  /// The value of the one sample that matches, if exactly one does.
-  [[nodiscard]] std::optional<double> value(
-      std::string_view name, const std::map<std::string, std::string>& labels = {}) const {
-    const auto found = find(name, labels);
-    if (found.size() != 1) return std::nullopt;
-    return found.front()->value;
-  }
-};
-
-bool is_blank(char c) { return c == ' ' || c == '\t'; }
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-bool valid_metric_name(std::string_view s) {
-  if (s.empty() || !(is_alpha(s[0]) || s[0] == '_' || s[0] == ':')) return false;
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return is_alpha(c) || is_digit(c) || c == '_' || c == ':'; });
-}
-
-bool valid_label_name(std::string_view s) {
-  if (s.empty() || !(is_alpha(s[0]) || s[0] == '_')) return false;
-  return std::all_of(s.begin(), s.end(),
-                     [](char c) { return is_alpha(c) || is_digit(c) || c == '_'; });
-}
-
-std::optional<double> parse_float(std::string_view s) {
-  if (s == "+Inf" || s == "Inf") return std::numeric_limits<double>::infinity();
-  if (s == "-Inf") return -std::numeric_limits<double>::infinity();
-  if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();
-  static const std::regex kFloat(R"([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?)");
-  const std::string text(s);
-  if (!std::regex_match(text, kFloat)) return std::nullopt;
-  return std::strtod(text.c_str(), nullptr);
-}
-
-std::string series_key(const std::string& name, const std::map<std::string, std::string>& labels) {
-  std::string key = name + "{";
-  for (const auto& [k, v] : labels) key += k + "=\"" + v + "\",";
-  return key + "}";
-}
-
-/// Parses a whole /metrics body; every deviation from the format is an entry in `errors`.
-Exposition parse_exposition(std::string_view text) {
-  Exposition out;
-  std::size_t line_no = 0;
-  const auto error = [&](const std::string& message) {
-    out.errors.push_back("line " + std::to_string(line_no) + ": " + message);
-  };
-  if (text.empty()) error("empty body");
-  if (!text.empty() && text.back() != '\n') error("the body does not end with a newline");
-
-  std::set<std::string> helps;
-  std::set<std::string> series;
-  std::set<std::string> closed;        // families whose group of lines has ended
-  std::set<std::string> with_samples;  // families that have had samples
-  std::string current;
-  // All lines of a family must form one group.
-  const auto enter = [&](const std::string& family) {
-    if (family == current) return;
-    if (closed.count(family) != 0) error("lines of family " + family + " are not grouped");
-    if (!current.empty()) closed.insert(current);
-    current = family;
-  };
-
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    auto end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    const std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line.empty()) continue;  // empty lines are ignored by the format
-
-    if (line.front() == '#') {
-      std::size_t i = 1;
-      while (i < line.size() && is_blank(line[i])) ++i;
-      std::size_t j = i;
-      while (j < line.size() && !is_blank(line[j])) ++j;
-      const auto keyword = line.substr(i, j - i);
-      if (keyword != "HELP" && keyword != "TYPE") continue;  // a plain comment
-      const std::string prefix = "# " + std::string(keyword) + " ";
-      if (line.substr(0, prefix.size()) != prefix) {
-        error("malformed " + std::string(keyword) + " line");
-        continue;
-      }
-      const auto rest = line.substr(prefix.size());
-      const auto space = rest.find(' ');
-      const std::string name(rest.substr(0, space));
-      if (!valid_metric_name(name)) {
-        error("invalid metric name \"" + name + "\" in " + std::string(keyword));
-        continue;
-      }
-      enter(name);
-      if (keyword == "HELP") {
-        const auto help = space == std::string_view::npos ? "" : rest.substr(space + 1);
-        for (std::size_t k = 0; k < help.size(); ++k) {
-          if (help[k] != '\\') continue;
-          if (k + 1 >= help.size() || (help[k + 1] != '\\' && help[k + 1] != 'n')) {
-            error("invalid escape in HELP of " + name);
-            break;
-          }
-          ++k;
-        }
-        if (!helps.insert(name).second) error("second HELP for " + name);
-        if (with_samples.count(name) != 0) error("HELP for " + name + " after its samples");
-      } else {
-        if (space == std::string_view::npos) {
-          error("TYPE of " + name + " has no type");
-          continue;
-        }
-        const std::string type(rest.substr(space + 1));
-        static const std::set<std::string> kTypes = {"counter", "gauge", "histogram", "summary",
-                                                     "untyped"};
-        if (kTypes.count(type) == 0) {
-          error("unknown type \"" + type + "\" for " + name);
-          continue;
-        }
-        if (with_samples.count(name) != 0) error("TYPE for " + name + " after its samples");
-        if (!out.types.emplace(name, type).second) error("second TYPE for " + name);
-      }
-      continue;
-    }
-
-    // name{label="value",...} value [timestamp]
-    std::size_t i = 0;
-    while (i < line.size() && !is_blank(line[i]) && line[i] != '{') ++i;
-    const std::string name(line.substr(0, i));
-    if (!valid_metric_name(name)) {
-      error("invalid metric name \"" + name + "\"");
-      continue;
-    }
-    std::map<std::string, std::string> labels;
-    bool ok = true;
-    const auto skip_blanks = [&] {
-      while (i < line.size() && is_blank(line[i])) ++i;
-    };
-    if (i < line.size() && line[i] == '{') {
-      ++i;
-      while (ok) {
-        skip_blanks();
-        if (i < line.size() && line[i] == '}') {
-          ++i;
-          break;
-        }
-        const std::size_t start = i;
-        while (i < line.size() && line[i] != '=' && line[i] != '}' && line[i] != ',' &&
-               !is_blank(line[i])) {
-          ++i;
-        }
-        const std::string label(line.substr(start, i - start));
-        if (!valid_label_name(label) || label.rfind("__", 0) == 0) {
-          error("invalid label name \"" + label + "\" in " + name);
-          ok = false;
-          break;
-        }
-        skip_blanks();
-        if (i >= line.size() || line[i] != '=') {
-          error("no '=' after label " + label + " in " + name);
-          ok = false;
-          break;
-        }
-        ++i;
-        skip_blanks();
-        if (i >= line.size() || line[i] != '"') {
-          error("value of label " + label + " in " + name + " is not quoted");
-          ok = false;
-          break;
-        }
-        ++i;
-        std::string value;
-        bool terminated = false;
-        while (ok && i < line.size()) {
-          const char c = line[i++];
-          if (c == '"') {
-            terminated = true;
-            break;
-          }
-          if (c != '\\') {
-            value += c;
-            continue;
-          }
-          const char escaped = i < line.size() ? line[i++] : '\0';
-          if (escaped == '\\' || escaped == '"') {
-            value += escaped;
-          } else if (escaped == 'n') {
-            value += '\n';
-          } else {
-            error("invalid escape in value of label " + label + " in " + name);
-            ok = false;
-          }
-        }
-        if (!ok) break;
-        if (!terminated) {
-          error("unterminated value of label " + label + " in " + name);
-          ok = false;
-          break;
-        }
-        if (!labels.emplace(label, value).second) {
-          error("label " + label + " twice in " + name);
-          ok = false;
-          break;
-        }
-        skip_blanks();
-        if (i < line.size() && line[i] == ',') {
-          ++i;
-          continue;
-        }
-        if (i < line.size() && line[i] == '}') {
-          ++i;
-          break;
-        }
-        error("expected ',' or '}' after label " + label + " in " + name);
-        ok = false;
-      }
-    }
-    if (!ok) continue;
-    const std::size_t blanks = i;
-    skip_blanks();
-    if (i == blanks || i >= line.size()) {
-      error("no blank and value after " + name);
-      continue;
-    }
-    const std::size_t value_start = i;
-    while (i < line.size() && !is_blank(line[i])) ++i;
-    const auto value_text = line.substr(value_start, i - value_start);
-    const auto value = parse_float(value_text);
-    if (!value) {
-      error("value \"" + std::string(value_text) + "\" of " + name + " is not a float");
-      continue;
-    }
-    if (i < line.size()) {
-      skip_blanks();
-      static const std::regex kTimestamp("-?[0-9]+");
-      const std::string timestamp(line.substr(i));
-      if (!std::regex_match(timestamp, kTimestamp)) {
-        error("trailing \"" + std::string(line.substr(value_start + value_text.size())) +
-              "\" after the value of " + name);
-        continue;
-      }
-    }
-
-    // The family: the name itself, or a histogram's (summary's) base name for the suffixes.
-    std::string family;
-    std::string type;
-    if (const auto it = out.types.find(name); it != out.types.end()) {
-      family = name;
-      type = it->second;
-    } else {
-      for (const std::string suffix : {"_bucket", "_sum", "_count"}) {
-        if (name.size() <= suffix.size() ||
-            name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) {
-          continue;
-        }
-        const std::string base = name.substr(0, name.size() - suffix.size());
-        const auto it = out.types.find(base);
-        if (it != out.types.end() &&
-            (it->second == "histogram" || (it->second == "summary" && suffix != "_bucket"))) {
-          family = base;
-          type = it->second;
-        }
-      }
-    }
-    if (family.empty()) {
-      error("sample " + name + " has no TYPE for its family");
-      family = name;
-    }
-    enter(family);
-    with_samples.insert(family);
-    if (type == "histogram") {
-      if (name == family) error("histogram sample " + name + " without a suffix");
-      if (name == family + "_bucket") {
-        const auto le = labels.find("le");
-        if (le == labels.end() || !parse_float(le->second)) {
-          error("bucket of " + family + " without a numeric le label");
-        }
-      } else if (labels.count("le") != 0) {
-        error("le label on " + name);
-      }
-      if (name != family + "_sum" && (std::isnan(*value) || *value < 0)) {
-        error("negative or NaN count in " + name);
-      }
-    }
-    if (type == "counter" && (std::isnan(*value) || *value < 0)) {
-      error("counter " + name + " is negative or NaN");
-    }
-    if (type == "summary" && name == family && labels.count("quantile") == 0) {
-      error("summary sample " + name + " without a quantile label");
-    }
-    if (!series.insert(series_key(name, labels)).second) {
-      error("duplicate series " + series_key(name, labels));
-    }
-    out.samples.push_back({name, family, std::move(labels), *value});
-  }
-
-  // Histograms: per label set, buckets cumulative, a +Inf bucket equal to _count, and a _sum.
-  line_no = 0;
-  for (const auto& [family, type] : out.types) {
-    if (type != "histogram") continue;
-    struct Group {
-      std::vector<std::pair<double, double>> buckets;  // (le, count)
-      std::optional<double> count;
-      std::optional<double> sum;
-    };
-    std::map<std::string, Group> groups;
-    for (const auto& s : out.samples) {
-      if (s.family != family) continue;
-      auto labels = s.labels;
-      labels.erase("le");
-      auto& group = groups[series_key(family, labels)];
-      if (s.name == family + "_bucket") {
-        const auto le = s.labels.find("le");
-        const auto bound = le == s.labels.end() ? std::nullopt : parse_float(le->second);
-        if (bound) group.buckets.emplace_back(*bound, s.value);
-      } else if (s.name == family + "_count") {
-        group.count = s.value;
-      } else if (s.name == family + "_sum") {
-        group.sum = s.value;
-      }
-    }
-    for (auto& [key, group] : groups) {
-      std::sort(group.buckets.begin(), group.buckets.end());
-      for (std::size_t b = 1; b < group.buckets.size(); ++b) {
-        if (group.buckets[b].first == group.buckets[b - 1].first) {
-          error(key + ": two buckets with le " + std::to_string(group.buckets[b].first));
-        }
-        if (group.buckets[b].second < group.buckets[b - 1].second) {
-          error(key + ": buckets not cumulative at le " + std::to_string(group.buckets[b].first));
-        }
-      }
-      if (group.buckets.empty() ||
-          group.buckets.back().first != std::numeric_limits<double>::infinity()) {
-        error(key + ": no le=\"+Inf\" bucket");
-      } else if (!group.count) {
-        error(key + ": no _count");
-      } else if (*group.count != group.buckets.back().second) {
-        error(key + ": +Inf bucket " + std::to_string(group.buckets.back().second) +
-              " differs from _count " + std::to_string(*group.count));
-      }
-      if (!group.sum) error(key + ": no _sum");
-    }
-  }
-  return out;
-}
 
 Exposition fetch_metrics(int http_port, std::string* body = nullptr) {
   const auto response = http_get(http_port, "/metrics");
@@ -673,78 +297,17 @@ Exposition fetch_metrics(int http_port, std::string* body = nullptr) {
     failed.errors.push_back("HTTP status " + std::to_string(response.status));
     return failed;
   }
+  if (response.body.empty()) {
+    Exposition failed;
+    failed.errors.push_back("empty body");
+    return failed;
+  }
   return parse_exposition(response.body);
 }
 
 // ------------------------------------------------------------------------------------------
 // Tests
 // ------------------------------------------------------------------------------------------
-
-TEST(MonitorMetricsValidator, AcceptsValidTextAndRejectsBrokenInput) {
-  const std::string valid =
-      "# HELP foo A \\\\ help\\nline.\n"
-      "# TYPE foo gauge\n"
-      "foo{a=\"q\\\"uote \\\\ back\\nnl\",b=\"\"} -1.5e3\n"
-      "foo{a=\"2\"} NaN\n"
-      "foo{a=\"3\",} +Inf 1712345678000\n"
-      "\n"
-      "# a plain comment\n"
-      "# TYPE c counter\n"
-      "c 0\n"
-      "# TYPE h histogram\n"
-      "h_bucket{le=\"0.1\"} 1\n"
-      "h_bucket{le=\"1\"} 3\n"
-      "h_bucket{le=\"+Inf\"} 4\n"
-      "h_sum 2.5\n"
-      "h_count 4\n";
-  const auto parsed = parse_exposition(valid);
-  EXPECT_TRUE(parsed.valid()) << parsed.error_text();
-  ASSERT_EQ(parsed.samples.size(), 9U);
-  EXPECT_EQ(parsed.samples[0].labels.at("a"), "q\"uote \\ back\nnl");
-  EXPECT_EQ(parsed.samples[0].value, -1500.0);
-  EXPECT_TRUE(std::isnan(parsed.samples[1].value));
-  EXPECT_EQ(parsed.value("h_count"), 4.0);
-
-  const std::vector<std::pair<std::string, std::string>> broken = {
-      {"sample without TYPE", "foo 1\n"},
-      {"bucket suffix without a histogram TYPE", "# TYPE foo gauge\nfoo 1\nbar_bucket 1\n"},
-      {"unquoted label value", "# TYPE foo gauge\nfoo{a=b} 1\n"},
-      {"label name starting with a digit", "# TYPE foo gauge\nfoo{1a=\"x\"} 1\n"},
-      {"label without '='", "# TYPE foo gauge\nfoo{a\"x\"} 1\n"},
-      {"invalid escape", "# TYPE foo gauge\nfoo{a=\"x\\q\"} 1\n"},
-      {"unterminated label value", "# TYPE foo gauge\nfoo{a=\"x} 1\n"},
-      {"missing comma", "# TYPE foo gauge\nfoo{a=\"x\" b=\"y\"} 1\n"},
-      {"label twice", "# TYPE foo gauge\nfoo{a=\"x\",a=\"y\"} 1\n"},
-      {"non-numeric value", "# TYPE foo gauge\nfoo abc\n"},
-      {"value with junk", "# TYPE foo gauge\nfoo 1.5x\n"},
-      {"no value", "# TYPE foo gauge\nfoo\n"},
-      {"no blank before value", "# TYPE foo gauge\nfoo{a=\"x\"}1\n"},
-      {"trailing junk", "# TYPE foo gauge\nfoo 1 2 3\n"},
-      {"bad metric name", "# TYPE 1foo gauge\n1foo 1\n"},
-      {"dash in metric name", "# TYPE foo gauge\nfoo-bar 1\n"},
-      {"unknown type", "# TYPE foo meter\nfoo 1\n"},
-      {"TYPE twice", "# TYPE foo gauge\n# TYPE foo gauge\nfoo 1\n"},
-      {"TYPE after the samples", "foo 1\n# TYPE foo gauge\n"},
-      {"HELP twice", "# HELP foo a\n# HELP foo b\n# TYPE foo gauge\nfoo 1\n"},
-      {"family not grouped", "# TYPE foo gauge\nfoo 1\n# TYPE bar gauge\nbar 1\nfoo{a=\"x\"} 2\n"},
-      {"duplicate series", "# TYPE foo gauge\nfoo{a=\"1\"} 1\nfoo{a=\"1\"} 2\n"},
-      {"negative counter", "# TYPE foo counter\nfoo -1\n"},
-      {"no final newline", "# TYPE foo gauge\nfoo 1"},
-      {"histogram sample without suffix", "# TYPE h histogram\nh 1\n"},
-      {"non-cumulative buckets",
-       "# TYPE h histogram\nh_bucket{le=\"0.1\"} 5\nh_bucket{le=\"1\"} 3\n"
-       "h_bucket{le=\"+Inf\"} 5\nh_sum 1\nh_count 5\n"},
-      {"+Inf bucket differs from _count",
-       "# TYPE h histogram\nh_bucket{le=\"1\"} 3\nh_bucket{le=\"+Inf\"} 4\nh_sum 1\nh_count 5\n"},
-      {"no +Inf bucket", "# TYPE h histogram\nh_bucket{le=\"1\"} 3\nh_sum 1\nh_count 3\n"},
-      {"bucket without le",
-       "# TYPE h histogram\nh_bucket 3\nh_bucket{le=\"+Inf\"} 3\n"
-       "h_sum 1\nh_count 3\n"},
-  };
-  for (const auto& [what, text] : broken) {
-    EXPECT_FALSE(parse_exposition(text).valid()) << "accepted: " << what << "\n" << text;
-  }
-}
 
 TEST(Monitor, TopologyNamesThePrimaryAndStreamingStandbysAndCountsClients) {
   auto& cluster = Cluster::get();
@@ -871,6 +434,15 @@ TEST(Monitor, PausedStandbyLagGrowsAndReturnsToZeroOnResume) {
   Cleanup resume{[&] { cluster.sql("node2", "SELECT pg_wal_replay_resume()"); }};
   const auto paused = cluster.sql("node2", "SELECT pg_wal_replay_pause()");
   ASSERT_EQ(paused.find("ERROR"), std::string::npos) << paused;
+  // A pause request takes effect at the next record the standby would apply; until then replay
+  // may still move. Feed it a record and wait until it is really paused.
+  ASSERT_FALSE(is_error(writer.value(kInsert)));
+  std::string state;
+  for (int i = 0; i < 100 && state != "paused"; ++i) {
+    state = cluster.sql("node2", "SELECT pg_get_wal_replay_pause_state()");
+    if (state != "paused") std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_EQ(state, "paused");
 
   std::string write_errors;
   auto samples = write_and_sample(writer, proxy, 3s, &write_errors);
@@ -916,7 +488,7 @@ TEST(Monitor, PausedStandbyLagGrowsAndReturnsToZeroOnResume) {
 
   // The metric says the same.
   const auto metrics = fetch_metrics(proxy.http_port());
-  EXPECT_TRUE(metrics.valid()) << metrics.error_text();
+  EXPECT_TRUE(metrics.ok()) << metrics.error_text();
   const auto seconds =
       metrics.value("pgrelay_backend_replay_lag_seconds", {{"backend", "node2"}}).value_or(-1);
   EXPECT_GT(seconds, 1.0);
@@ -1143,7 +715,7 @@ TEST(Monitor, MetricsAreStrictPrometheusTextWithTheDocumentedFamilies) {
 
   std::string body;
   const auto metrics = fetch_metrics(proxy.http_port(), &body);
-  EXPECT_TRUE(metrics.valid()) << metrics.error_text() << "\n" << body;
+  EXPECT_TRUE(metrics.ok()) << metrics.error_text() << "\n" << body;
 
   const std::map<std::string, std::string> documented = {
       {"pgrelay_backend_up", "gauge"},
@@ -1176,7 +748,7 @@ TEST(Monitor, MetricsAreStrictPrometheusTextWithTheDocumentedFamilies) {
 
   std::vector<std::string> histograms;
   for (const auto& [family, type] : metrics.types) {
-    if (type == "histogram" && !metrics.find(family + "_count").empty()) {
+    if (type == "histogram" && !metrics.matching(family + "_count").empty()) {
       histograms.push_back(family);
     }
   }
@@ -1194,7 +766,7 @@ TEST(Monitor, LatencyHistogramCountsRequests) {
   for (int i = 0; i < 20; ++i) ASSERT_EQ(client.value("SELECT 1"), "1");
   std::string body;
   const auto metrics = fetch_metrics(proxy.http_port(), &body);
-  ASSERT_TRUE(metrics.valid()) << metrics.error_text();
+  ASSERT_TRUE(metrics.ok()) << metrics.error_text();
   const double after = metrics.value("pgrelay_request_duration_seconds_count").value_or(-1);
   ASSERT_GE(before, 0);
   EXPECT_GE(after - before, 20.0) << "20 queries, histogram count " << before << " -> " << after;
@@ -1214,8 +786,8 @@ TEST(Monitor, ProbeCost) {
   const auto first = fetch_metrics(proxy.http_port());
   std::this_thread::sleep_for(10s);
   const auto second = fetch_metrics(proxy.http_port());
-  ASSERT_TRUE(first.valid()) << first.error_text();
-  ASSERT_TRUE(second.valid()) << second.error_text();
+  ASSERT_TRUE(first.ok()) << first.error_text();
+  ASSERT_TRUE(second.ok()) << second.error_text();
 
   const auto delta = [&](const std::string& name,
                          const std::map<std::string, std::string>& labels = {}) {

@@ -1,21 +1,20 @@
-// topology_json and metrics_text on a synthetic cluster; a strict Prometheus 0.0.4 validator.
+// topology_json and metrics_text on a synthetic cluster, /metrics through the strict validator.
 #include "pgrelay/admin/http.hpp"
 
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
-#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <map>
-#include <regex>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "prometheus_text.hpp"
 
 namespace pgrelay::admin {
 namespace {
@@ -24,423 +23,10 @@ namespace json = boost::json;
 using cluster::NodeRole;
 using cluster::NodeStatus;
 using cluster::Topology;
-
-// =============================================================================================
-// A strict validator (and parser) of the Prometheus text exposition format, version 0.0.4:
-// https://prometheus.io/docs/instrumenting/exposition_formats/#text-based-format
-
-/// Sorted, so that two label sets naming the same series compare equal in any order.
-using Labels = std::map<std::string, std::string>;
-
-struct Sample {
-  std::string name;
-  Labels labels;
-  std::string raw_value;
-  double value = 0;
-  std::size_t line = 0;
-};
-
-struct Exposition {
-  std::string error;  ///< empty when the text is valid
-  std::vector<Sample> samples;
-  std::map<std::string, std::string> types;  ///< family name -> type
-  std::map<std::string, std::string> help;   ///< family name -> escaped docstring
-
-  [[nodiscard]] bool ok() const { return error.empty(); }
-  [[nodiscard]] const Sample* find(std::string_view name, const Labels& labels) const {
-    for (const auto& s : samples) {
-      if (s.name == name && s.labels == labels) return &s;
-    }
-    return nullptr;
-  }
-  [[nodiscard]] std::size_t count(std::string_view name) const {
-    std::size_t n = 0;
-    for (const auto& s : samples) n += s.name == name ? 1 : 0;
-    return n;
-  }
-};
-
-const std::regex kMetricName("[a-zA-Z_:][a-zA-Z0-9_:]*");
-const std::regex kLabelName("[a-zA-Z_][a-zA-Z0-9_]*");
-const std::regex kFloat(R"([+-]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|Inf)|NaN)");
-const std::regex kTimestamp("-?[0-9]+");
-const std::set<std::string> kTypes = {"counter", "gauge", "histogram", "summary", "untyped"};
-
-double parse_float(const std::string& text) {
-  if (text == "+Inf" || text == "Inf") return std::numeric_limits<double>::infinity();
-  if (text == "-Inf") return -std::numeric_limits<double>::infinity();
-  if (text == "NaN") return std::numeric_limits<double>::quiet_NaN();
-  return std::strtod(text.c_str(), nullptr);
-}
-
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
-std::string series_key(const std::string& name, const Labels& labels) {
-  std::string key = name + "{";
-  for (const auto& [k, v] : labels) key += k + "=\"" + v + "\"\x1f";
-  return key + "}";
-}
-
-class ExpositionParser {
- public:
-  explicit ExpositionParser(std::string_view text) : text_(text) {}
-
-  Exposition run() {
-    if (!text_.empty() && text_.back() != '\n') return fail("the text does not end with \\n");
-    std::size_t pos = 0;
-    while (pos < text_.size()) {
-      const std::size_t end = text_.find('\n', pos);
-      const std::string_view line = text_.substr(pos, end - pos);
-      pos = end + 1;
-      ++line_;
-      if (line.find('\r') != std::string_view::npos) return fail("carriage return in a line");
-      if (line.empty()) continue;  // the format ignores empty lines
-      const bool good = line[0] == '#' ? comment(line) : sample(line);
-      if (!good) return out_;
-    }
-    line_ = 0;
-    check_histograms();
-    return out_;
-  }
-
- private:
-  Exposition fail(const std::string& message) {
-    out_.error = (line_ > 0 ? "line " + std::to_string(line_) + ": " : std::string()) + message;
-    return out_;
-  }
-  bool error(const std::string& message) {
-    fail(message);
-    return false;
-  }
-
-  /// Starts (or continues) the group of lines of `family`; a family's lines must be contiguous.
-  bool enter(const std::string& family) {
-    if (family == current_) return true;
-    if (closed_.contains(family)) {
-      return error("lines of family " + family + " are not grouped together");
-    }
-    if (!current_.empty()) closed_.insert(current_);
-    current_ = family;
-    return true;
-  }
-
-  bool comment(std::string_view line) {
-    const bool is_help = line.starts_with("# HELP ");
-    const bool is_type = line.starts_with("# TYPE ");
-    if (!is_help && !is_type) return true;  // any other comment is ignored
-    const std::string_view rest = line.substr(7);
-    const std::size_t space = rest.find(' ');
-    const std::string name(rest.substr(0, space));
-    if (!std::regex_match(name, kMetricName)) return error("bad metric name '" + name + "'");
-    if (with_samples_.contains(name)) {
-      return error(std::string(is_help ? "HELP" : "TYPE") + " of " + name + " after its samples");
-    }
-    if (!enter(name)) return false;
-    if (is_help) {
-      if (out_.help.contains(name)) return error("second HELP for " + name);
-      const std::string doc(space == std::string_view::npos ? "" : rest.substr(space + 1));
-      for (std::size_t i = 0; i < doc.size(); ++i) {
-        if (doc[i] != '\\') continue;
-        if (i + 1 >= doc.size() || (doc[i + 1] != '\\' && doc[i + 1] != 'n')) {
-          return error("bad escape in the HELP of " + name);
-        }
-        ++i;
-      }
-      out_.help[name] = doc;
-      return true;
-    }
-    if (space == std::string_view::npos) return error("TYPE line without a type");
-    const std::string type(rest.substr(space + 1));
-    if (!kTypes.contains(type)) return error("unknown type '" + type + "' for " + name);
-    if (out_.types.contains(name)) return error("second TYPE for " + name);
-    out_.types[name] = type;
-    return true;
-  }
-
-  /// The family a sample belongs to, by its TYPE line; empty when it has none.
-  std::string family_of(const std::string& name) const {
-    const auto exact = out_.types.find(name);
-    if (exact != out_.types.end() && exact->second != "histogram") return name;
-    for (std::string_view suffix : {"_bucket", "_sum", "_count"}) {
-      if (!ends_with(name, suffix)) continue;
-      const std::string base = name.substr(0, name.size() - suffix.size());
-      const auto it = out_.types.find(base);
-      if (it == out_.types.end()) continue;
-      if (it->second == "histogram") return base;
-      if (it->second == "summary" && suffix != "_bucket") return base;
-    }
-    return {};
-  }
-
-  bool sample(std::string_view line) {
-    Sample s;
-    s.line = line_;
-    std::size_t i = 0;
-    while (i < line.size() && (std::isalnum(static_cast<unsigned char>(line[i])) != 0 ||
-                               line[i] == '_' || line[i] == ':')) {
-      ++i;
-    }
-    s.name = std::string(line.substr(0, i));
-    if (!std::regex_match(s.name, kMetricName)) return error("bad metric name '" + s.name + "'");
-    if (i < line.size() && line[i] == '{' && !labels(line, ++i, s.labels)) return false;
-    // Value, then an optional timestamp, separated by blanks; nothing else.
-    std::vector<std::string> tokens;
-    while (i < line.size()) {
-      if (line[i] != ' ' && line[i] != '\t') return error("expected a blank before the value");
-      while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-      if (i == line.size()) return error("trailing blanks");
-      const std::size_t start = i;
-      while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-      tokens.emplace_back(line.substr(start, i - start));
-    }
-    if (tokens.empty()) return error("sample without a value");
-    if (tokens.size() > 2) return error("garbage after the timestamp");
-    if (!std::regex_match(tokens[0], kFloat)) return error("bad value '" + tokens[0] + "'");
-    if (tokens.size() == 2 && !std::regex_match(tokens[1], kTimestamp)) {
-      return error("bad timestamp '" + tokens[1] + "'");
-    }
-    s.raw_value = tokens[0];
-    s.value = parse_float(tokens[0]);
-
-    const auto typed = out_.types.find(s.name);
-    if (typed != out_.types.end() && typed->second == "histogram") {
-      return error("histogram sample " + s.name + " without _bucket/_sum/_count");
-    }
-    const std::string family = family_of(s.name);
-    if (family.empty()) return error("sample " + s.name + " has no TYPE line before it");
-    if (!enter(family)) return false;
-    with_samples_.insert(family);
-    const std::string& type = out_.types[family];
-    if (type == "counter" && (std::isnan(s.value) || s.value < 0)) {
-      return error("counter " + s.name + " is negative or NaN");
-    }
-    if (type == "histogram") {
-      const bool bucket = ends_with(s.name, "_bucket");
-      if (bucket != s.labels.contains("le")) {
-        return error(bucket ? "bucket without le" : "le on a non-bucket sample " + s.name);
-      }
-      if (bucket && !std::regex_match(s.labels["le"], kFloat)) return error("le is not a float");
-      if (!ends_with(s.name, "_sum") &&
-          (!std::isfinite(s.value) || s.value < 0 || s.value != std::floor(s.value))) {
-        return error(s.name + " is not a count");
-      }
-    }
-    if (type == "summary" && s.name == family && !s.labels.contains("quantile")) {
-      return error("summary sample without quantile");
-    }
-    if (!series_.insert(series_key(s.name, s.labels)).second) {
-      return error("duplicate series " + s.name);
-    }
-    out_.samples.push_back(std::move(s));
-    return true;
-  }
-
-  /// Parses `name="value",...}` from just after the `{`.
-  bool labels(std::string_view line, std::size_t& i, Labels& out) {
-    while (true) {
-      if (i >= line.size()) return error("unterminated label set");
-      if (line[i] == '}') {
-        ++i;
-        return true;
-      }
-      const std::size_t start = i;
-      while (i < line.size() && line[i] != '=') ++i;
-      const std::string name(line.substr(start, i - start));
-      if (!std::regex_match(name, kLabelName)) return error("bad label name '" + name + "'");
-      if (name.starts_with("__")) return error("reserved label name " + name);
-      if (i + 1 >= line.size() || line[i + 1] != '"') return error("label value not quoted");
-      i += 2;
-      std::string value;
-      while (true) {
-        if (i >= line.size()) return error("unterminated label value");
-        const char c = line[i++];
-        if (c == '"') break;
-        if (c != '\\') {
-          value += c;
-          continue;
-        }
-        if (i >= line.size()) return error("unterminated escape");
-        const char e = line[i++];
-        if (e == '\\' || e == '"') {
-          value += e;
-        } else if (e == 'n') {
-          value += '\n';
-        } else {
-          return error(std::string("bad escape \\") + e + " in a label value");
-        }
-      }
-      if (!out.emplace(name, value).second) return error("label " + name + " twice");
-      if (i >= line.size()) return error("unterminated label set");
-      if (line[i] == ',') {
-        ++i;  // a trailing comma before } is allowed
-      } else if (line[i] != '}') {
-        return error("expected , or } after a label");
-      }
-    }
-  }
-
-  /// Per histogram series: buckets in increasing le, cumulative, ending with +Inf == _count,
-  /// and a _sum.
-  void check_histograms() {
-    struct Series {
-      std::vector<std::pair<double, double>> buckets;
-      const Sample* sum = nullptr;
-      const Sample* count = nullptr;
-    };
-    for (const auto& [family, type] : out_.types) {
-      if (type != "histogram") continue;
-      std::map<std::string, Series> all;
-      for (const auto& s : out_.samples) {
-        if (family_of(s.name) != family) continue;
-        Labels rest = s.labels;
-        rest.erase("le");
-        auto& series = all[series_key(family, rest)];
-        if (s.name == family + "_bucket") {
-          series.buckets.emplace_back(parse_float(s.labels.at("le")), s.value);
-        } else if (s.name == family + "_sum") {
-          series.sum = &s;
-        } else {
-          series.count = &s;
-        }
-      }
-      for (const auto& [key, series] : all) {
-        if (series.buckets.empty()) return void(fail("histogram " + key + " has no buckets"));
-        for (std::size_t b = 1; b < series.buckets.size(); ++b) {
-          if (!(series.buckets[b].first > series.buckets[b - 1].first)) {
-            return void(fail("histogram " + key + ": le not increasing"));
-          }
-          if (series.buckets[b].second < series.buckets[b - 1].second) {
-            return void(fail("histogram " + key + ": buckets not cumulative"));
-          }
-        }
-        if (!std::isinf(series.buckets.back().first)) {
-          return void(fail("histogram " + key + ": no le=\"+Inf\" bucket"));
-        }
-        if (series.count == nullptr) return void(fail("histogram " + key + ": no _count"));
-        if (series.sum == nullptr) return void(fail("histogram " + key + ": no _sum"));
-        if (series.count->value != series.buckets.back().second) {
-          return void(fail("histogram " + key + ": +Inf bucket differs from _count"));
-        }
-      }
-    }
-  }
-
-  std::string_view text_;
-  Exposition out_;
-  std::size_t line_ = 0;
-  std::string current_;
-  std::set<std::string> closed_;
-  std::set<std::string> with_samples_;
-  std::set<std::string> series_;
-};
-
-Exposition parse_exposition(std::string_view text) { return ExpositionParser(text).run(); }
-
-// ---------------------------------------------------------------------------------------------
-// The validator itself
-
-TEST(ExpositionValidator, AcceptsValidText) {
-  const std::string text =
-      "# A free comment.\n"
-      "# HELP up_things Things that are up, with a \\\\ and a \\n.\n"
-      "# TYPE up_things gauge\n"
-      "up_things{a=\"x\",b=\"y\\\"z\\\\w\\n\"} 1\n"
-      "up_things{a=\"x\",b=\"other\",} -2.5e-3 1700000000000\n"
-      "up_things{a=\"inf\"} +Inf\n"
-      "up_things{a=\"minf\"} -Inf\n"
-      "up_things{a=\"nan\"} NaN\n"
-      "\n"
-      "# TYPE requests_total counter\n"
-      "requests_total 12\n"
-      "# TYPE latency_seconds histogram\n"
-      "# HELP latency_seconds Round trips.\n"
-      "latency_seconds_bucket{path=\"/\",le=\"0.1\"} 1\n"
-      "latency_seconds_bucket{path=\"/\",le=\"1\"} 3\n"
-      "latency_seconds_bucket{path=\"/\",le=\"+Inf\"} 4\n"
-      "latency_seconds_sum{path=\"/\"} 7.25\n"
-      "latency_seconds_count{path=\"/\"} 4\n"
-      "latency_seconds_bucket{path=\"/x\",le=\"+Inf\"} 0\n"
-      "latency_seconds_sum{path=\"/x\"} 0\n"
-      "latency_seconds_count{path=\"/x\"} 0\n"
-      "# TYPE rpc summary\n"
-      "rpc{quantile=\"0.5\"} 0.01\n"
-      "rpc_sum 1\n"
-      "rpc_count 3\n";
-  const auto e = parse_exposition(text);
-  ASSERT_TRUE(e.ok()) << e.error;
-  EXPECT_EQ(e.samples.size(), 17U);
-  const auto* s = e.find("up_things", {{"a", "x"}, {"b", "y\"z\\w\n"}});
-  ASSERT_NE(s, nullptr);
-  EXPECT_EQ(s->value, 1);
-  EXPECT_EQ(e.types.at("latency_seconds"), "histogram");
-  EXPECT_TRUE(std::isinf(e.find("up_things", {{"a", "inf"}})->value));
-  EXPECT_TRUE(parse_exposition("").ok());
-}
-
-struct Broken {
-  const char* why;
-  const char* text;
-};
-
-TEST(ExpositionValidator, RejectsBrokenText) {
-  const std::vector<Broken> cases = {
-      {"no trailing newline", "# TYPE a gauge\na 1"},
-      {"CRLF line ending", "# TYPE a gauge\r\na 1\r\n"},
-      {"sample without TYPE", "a 1\n"},
-      {"TYPE after the sample", "a 1\n# TYPE a gauge\n"},
-      {"HELP after the sample", "# TYPE a gauge\na 1\n# HELP a late\n"},
-      {"TYPE twice", "# TYPE a gauge\n# TYPE a gauge\na 1\n"},
-      {"HELP twice", "# HELP a x\n# HELP a y\n# TYPE a gauge\na 1\n"},
-      {"unknown type", "# TYPE a countr\na 1\n"},
-      {"TYPE without type", "# TYPE a\na 1\n"},
-      {"TYPE with extra token", "# TYPE a gauge extra\na 1\n"},
-      {"bad name in TYPE", "# TYPE 1a gauge\n"},
-      {"bad escape in HELP", "# HELP a bad \\t escape\n# TYPE a gauge\na 1\n"},
-      {"bad metric name", "# TYPE a gauge\na-b 1\n"},
-      {"metric name starting with a digit", "# TYPE 9a gauge\n9a 1\n"},
-      {"bad label name", "# TYPE a gauge\na{0x=\"1\"} 1\n"},
-      {"reserved label name", "# TYPE a gauge\na{__x=\"1\"} 1\n"},
-      {"unquoted label value", "# TYPE a gauge\na{x=1} 1\n"},
-      {"bad label escape", "# TYPE a gauge\na{x=\"\\t\"} 1\n"},
-      {"unterminated label value", "# TYPE a gauge\na{x=\"1} 1\n"},
-      {"unterminated label set", "# TYPE a gauge\na{x=\"1\" 1\n"},
-      {"label twice", "# TYPE a gauge\na{x=\"1\",x=\"2\"} 1\n"},
-      {"missing value", "# TYPE a gauge\na\n"},
-      {"missing value after labels", "# TYPE a gauge\na{x=\"1\"}\n"},
-      {"bad value", "# TYPE a gauge\na 1,5\n"},
-      {"word as value", "# TYPE a gauge\na one\n"},
-      {"bad timestamp", "# TYPE a gauge\na 1 1.5\n"},
-      {"garbage after timestamp", "# TYPE a gauge\na 1 2 3\n"},
-      {"trailing blank", "# TYPE a gauge\na 1 \n"},
-      {"duplicate series", "# TYPE a gauge\na{x=\"1\",y=\"2\"} 1\na{y=\"2\",x=\"1\"} 2\n"},
-      {"duplicate unlabelled series", "# TYPE a gauge\na 1\na 2\n"},
-      {"family not grouped", "# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\na{x=\"1\"} 2\n"},
-      {"negative counter", "# TYPE c counter\nc -1\n"},
-      {"histogram sample without suffix", "# TYPE h histogram\nh 1\n"},
-      {"bucket without le", "# TYPE h histogram\nh_bucket 1\nh_sum 0\nh_count 1\n"},
-      {"le on _count",
-       "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 0\nh_count{le=\"+Inf\"} 1\n"},
-      {"le not a float", "# TYPE h histogram\nh_bucket{le=\"big\"} 1\nh_sum 0\nh_count 1\n"},
-      {"no +Inf bucket", "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 0\nh_count 1\n"},
-      {"not cumulative",
-       "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 0\nh_count 1\n"},
-      {"le out of order",
-       "# TYPE h histogram\nh_bucket{le=\"2\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} "
-       "1\nh_sum 0\nh_count 1\n"},
-      {"+Inf differs from _count",
-       "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 0\nh_count 3\n"},
-      {"no _count", "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 0\n"},
-      {"no _sum", "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_count 2\n"},
-      {"fractional bucket count", "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1.5\nh_sum 0\n"},
-      {"summary sample without quantile", "# TYPE s summary\ns 1\n"},
-  };
-  for (const auto& c : cases) {
-    const auto e = parse_exposition(c.text);
-    EXPECT_FALSE(e.ok()) << "accepted: " << c.why << "\n" << c.text;
-  }
-}
+using test::Exposition;
+using test::Labels;
+using test::parse_exposition;
+using test::parse_float;
 
 // =============================================================================================
 // A synthetic cluster: a primary, a lagging (but eligible) standby, a fenced old primary, a
@@ -746,7 +332,7 @@ const std::vector<std::string> kBackends = {"node1", "node2", "node3", "node4", 
 TEST(MetricsText, IsValidExposition) {
   const auto text = fixture_metrics();
   const auto e = parse_exposition(text);
-  ASSERT_TRUE(e.ok()) << e.error << "\n" << text;
+  ASSERT_TRUE(e.ok()) << e.error_text() << "\n" << text;
   // Every family has a HELP line too.
   for (const auto& [family, type] : e.types) EXPECT_TRUE(e.help.contains(family)) << family;
 }
@@ -758,7 +344,7 @@ TEST(MetricsText, IsValidForEdgeCases) {
     const stats::Stats stats(0, 0);
     const auto text = metrics_text(Topology{}, stats, microseconds(0), started);
     const auto e = parse_exposition(text);
-    EXPECT_TRUE(e.ok()) << e.error << "\n" << text;
+    EXPECT_TRUE(e.ok()) << e.error_text() << "\n" << text;
     EXPECT_EQ(value_of(e, "pgrelay_primary_known"), 0);
     EXPECT_EQ(value_of(e, "pgrelay_request_duration_seconds_count"), 0);
     EXPECT_EQ(value_of(e, "pgrelay_request_duration_seconds_bucket", {{"le", "+Inf"}}), 0);
@@ -770,7 +356,7 @@ TEST(MetricsText, IsValidForEdgeCases) {
     const stats::Stats stats(1, 2);
     const auto text = metrics_text(topology, stats, microseconds(0), started);
     const auto e = parse_exposition(text);
-    EXPECT_TRUE(e.ok()) << e.error << "\n" << text;
+    EXPECT_TRUE(e.ok()) << e.error_text() << "\n" << text;
     EXPECT_EQ(value_of(e, "pgrelay_primary_known"), 0);
     EXPECT_EQ(e.count("pgrelay_backend_up"), 5U);
     EXPECT_EQ(e.count("pgrelay_routed_total"), 6U);
@@ -783,14 +369,14 @@ TEST(MetricsText, IsValidForEdgeCases) {
     const auto text = metrics_text(topology, stats, microseconds(0), started);
     EXPECT_NE(text.find("backend=\"two\\nlines\""), std::string::npos) << text;
     const auto e = parse_exposition(text);
-    ASSERT_TRUE(e.ok()) << e.error << "\n" << text;
+    ASSERT_TRUE(e.ok()) << e.error_text() << "\n" << text;
     EXPECT_EQ(value_of(e, "pgrelay_backend_up", backend("two\nlines")), 0);
   }
 }
 
 TEST(MetricsText, BackendUp) {
   const auto e = parse_exposition(fixture_metrics());
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   EXPECT_EQ(e.types.at("pgrelay_backend_up"), "gauge");
   EXPECT_EQ(e.count("pgrelay_backend_up"), 5U);
   EXPECT_EQ(value_of(e, "pgrelay_backend_up", backend("node1")), 1);
@@ -802,7 +388,7 @@ TEST(MetricsText, BackendUp) {
 
 TEST(MetricsText, RoleFencedAndEligible) {
   const auto e = parse_exposition(fixture_metrics());
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   const std::vector<std::string> roles = {"primary", "standby", "fenced", "down", "unknown"};
   for (std::size_t i = 0; i < kBackends.size(); ++i) {
     SCOPED_TRACE(kBackends[i]);
@@ -821,7 +407,7 @@ TEST(MetricsText, RoleFencedAndEligible) {
 
 TEST(MetricsText, ReplayLag) {
   const auto e = parse_exposition(fixture_metrics());
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   EXPECT_DOUBLE_EQ(value_of(e, "pgrelay_backend_replay_lag_seconds", backend("node2")),
                    750 / 1000.0);
   EXPECT_EQ(value_of(e, "pgrelay_backend_replay_lag_bytes", backend("node2")),
@@ -839,7 +425,7 @@ TEST(MetricsText, ReplayLag) {
 
 TEST(MetricsText, RoutedTotalPerBackendAndKind) {
   const auto e = parse_exposition(fixture_metrics());
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   EXPECT_EQ(e.types.at("pgrelay_routed_total"), "counter");
   EXPECT_EQ(e.count("pgrelay_routed_total"), 15U);
   const auto routed = [&](const std::string& name, const std::string& kind) {
@@ -862,7 +448,7 @@ TEST(MetricsText, RoutedTotalPerBackendAndKind) {
 
 TEST(MetricsText, ClusterAndProcessCounters) {
   const auto e = parse_exposition(fixture_metrics());
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   EXPECT_EQ(e.types.at("pgrelay_failovers_total"), "counter");
   EXPECT_EQ(value_of(e, "pgrelay_failovers_total"), 2);
   EXPECT_EQ(value_of(e, "pgrelay_role_changes_total"), 7);
@@ -883,7 +469,7 @@ TEST(MetricsText, ClusterAndProcessCounters) {
 
 TEST(MetricsText, HistogramBucketsAreSummedAcrossWorkers) {
   const auto e = parse_exposition(fixture_metrics());
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   EXPECT_EQ(e.types.at("pgrelay_request_duration_seconds"), "histogram");
   // Cumulative counts by upper bound, from the seven observations of StatsFixture.
   const std::map<double, double> want = {{0.0001, 1}, {0.00025, 1}, {0.0005, 3}, {0.001, 3},
@@ -894,7 +480,7 @@ TEST(MetricsText, HistogramBucketsAreSummedAcrossWorkers) {
   double inf = -1;
   for (const auto& s : e.samples) {
     if (s.name != "pgrelay_request_duration_seconds_bucket") continue;
-    const double le = parse_float(s.labels.at("le"));
+    const double le = parse_float(s.labels.at("le")).value();
     if (std::isinf(le)) {
       EXPECT_EQ(s.labels.at("le"), "+Inf");
       inf = s.value;
@@ -916,7 +502,7 @@ TEST(MetricsText, BackendLabelIsEscaped) {
   EXPECT_NE(text.find("pgrelay_backend_up{backend=\"odd\\\"node\\\\x\"} 0\n"), std::string::npos)
       << text;
   const auto e = parse_exposition(text);
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   EXPECT_EQ(value_of(e, "pgrelay_backend_fenced", backend(kOddName)), 0);
   EXPECT_EQ(value_of(e, "pgrelay_routed_total", {{"backend", kOddName}, {"kind", "read"}}), 0);
 }
@@ -935,7 +521,7 @@ TEST(MetricsText, SampleValuesKeepFullPrecision) {
   const auto text =
       metrics_text(topology, s.stats, microseconds(3'723'456'789), steady_clock::now());
   const auto e = parse_exposition(text);
-  ASSERT_TRUE(e.ok()) << e.error;
+  ASSERT_TRUE(e.ok()) << e.error_text();
   EXPECT_DOUBLE_EQ(value_of(e, "pgrelay_backend_replay_lag_seconds", backend("node2")), 1234.567);
   EXPECT_DOUBLE_EQ(value_of(e, "pgrelay_monitor_cpu_seconds_total"), 3723.456789);
   EXPECT_DOUBLE_EQ(value_of(e, "pgrelay_request_duration_seconds_sum"),
