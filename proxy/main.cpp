@@ -105,7 +105,10 @@ int run(const std::string& path) {
         if (!same_backends(*config, *reloaded.config)) {
           spdlog::warn("reload: [[backend]] changes need a restart in this version; ignored");
         }
-        spdlog::set_level(spdlog::level::from_str(reloaded.config->log.level));
+        const auto& next = *reloaded.config;
+        monitor->update_thresholds(next.monitor.interval_ms, next.monitor.failure_threshold,
+                                   next.routing.max_lag_bytes, next.routing.max_lag_ms);
+        spdlog::set_level(spdlog::level::from_str(next.log.level));
         config = reloaded.config;
         server->reload(config);
         spdlog::info("configuration reloaded from {}", path);

@@ -118,6 +118,15 @@ void Monitor::stop() {
   }
 }
 
+void Monitor::update_thresholds(std::uint32_t interval_ms, std::uint32_t failure_threshold,
+                                std::uint64_t max_lag_bytes, std::uint64_t max_lag_ms) {
+  std::lock_guard lock(mutex_);
+  options_.monitor.interval_ms = interval_ms;
+  options_.monitor.failure_threshold = failure_threshold;
+  options_.max_lag_bytes = max_lag_bytes;
+  options_.max_lag_ms = max_lag_ms;
+}
+
 void Monitor::request_probe() {
   {
     std::lock_guard lock(mutex_);
@@ -148,7 +157,11 @@ std::chrono::microseconds Monitor::cpu_time() const {
 
 void Monitor::run(Prober& prober) {
   const auto& backend = options_.backends[prober.index];
-  const auto& settings = options_.monitor;
+  // Connection settings never change after construction; thresholds are read under the lock.
+  const auto settings = [this] {
+    std::lock_guard lock(mutex_);
+    return options_.monitor;
+  }();
   const std::string port = std::to_string(backend.port);
   // libpq's connect_timeout is in whole seconds (minimum 2); tcp_user_timeout bounds a probe
   // against a host that stopped answering.
@@ -217,14 +230,15 @@ void Monitor::run(Prober& prober) {
     failures = probe.ok ? 0 : failures + 1;
     publish(prober.index, probe);
 
+    std::unique_lock lock(mutex_);
     // Past the failure threshold, back off (doubling, up to kMaxBackoff) so a dead node costs
     // little; a probe request still wakes the prober at once.
-    auto wait = std::chrono::milliseconds(settings.interval_ms);
-    if (failures > settings.failure_threshold) {
-      const auto shift = std::min<std::uint32_t>(failures - settings.failure_threshold, 6);
+    const auto threshold = options_.monitor.failure_threshold;
+    auto wait = std::chrono::milliseconds(options_.monitor.interval_ms);
+    if (failures > threshold) {
+      const auto shift = std::min<std::uint32_t>(failures - threshold, 6);
       wait = std::min(kMaxBackoff, std::max(wait, wait * (1 << shift)));
     }
-    std::unique_lock lock(mutex_);
     wake_.wait_for(lock, wait, [&] { return stopping_ || prober.wake; });
     if (stopping_) return;
     prober.wake = false;

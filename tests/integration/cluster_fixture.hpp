@@ -72,6 +72,8 @@ class Proxy {
   [[nodiscard]] std::string conninfo(const std::string& extra = {}) const;
   /// Shell prefix exporting PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE for this proxy.
   [[nodiscard]] std::string env() const;
+  /// The generated configuration file (rewrite it and send SIGHUP to test reloads).
+  [[nodiscard]] std::string config_path() const { return dir_ + "/pgrelay.toml"; }
   /// The process's log so far.
   [[nodiscard]] std::string log() const;
   /// Sends `signal` and waits up to `timeout` for exit; returns the exit status or -1.

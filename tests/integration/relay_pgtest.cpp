@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "cluster_fixture.hpp"
@@ -219,6 +221,50 @@ TEST_F(RelayTest, SigtermLetsTheOpenTransactionCommitAndClosesIdleClients) {
   EXPECT_NE(busy.value("SELECT 1").find("ERROR"), std::string::npos);
   const auto log = proxy.log();
   EXPECT_NE(log.find("stopped"), std::string::npos) << log;
+}
+
+TEST_F(RelayTest, SighupReloadsLimitsAndKeepsClientsAndABrokenFileIsRejected) {
+  Proxy proxy("[limits]\nmax_clients = 1\n");
+  PgConn first(proxy.conninfo());
+  ASSERT_TRUE(first.ok()) << first.error();
+  {
+    PgConn refused(proxy.conninfo());
+    EXPECT_FALSE(refused.ok());
+    EXPECT_NE(refused.error().find("too many clients"), std::string::npos) << refused.error();
+  }
+  // Raise the limit and reload: the open session stays, a second client gets in.
+  const std::string original = [&] {
+    std::ifstream in(proxy.config_path());
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }();
+  std::string raised = original;
+  raised.replace(raised.find("max_clients = 1"), 15, "max_clients = 5");
+  std::ofstream(proxy.config_path()) << raised;
+  ASSERT_EQ(::kill(proxy.pid(), SIGHUP), 0);
+  bool reloaded = false;
+  for (int i = 0; i < 100 && !reloaded; ++i) {
+    reloaded = proxy.log().find("configuration reloaded") != std::string::npos;
+    if (!reloaded) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(reloaded) << proxy.log();
+  PgConn second(proxy.conninfo());
+  EXPECT_TRUE(second.ok()) << second.error();
+  EXPECT_EQ(first.value("SELECT 'kept'"), "kept");
+
+  // A file with an error is rejected; the running configuration stays.
+  std::ofstream(proxy.config_path()) << raised << "\n[listen]\nbogus = 1\n";
+  ASSERT_EQ(::kill(proxy.pid(), SIGHUP), 0);
+  bool rejected = false;
+  for (int i = 0; i < 100 && !rejected; ++i) {
+    rejected = proxy.log().find("reload failed") != std::string::npos;
+    if (!rejected) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(rejected) << proxy.log();
+  PgConn third(proxy.conninfo());
+  EXPECT_TRUE(third.ok()) << third.error();
+  EXPECT_EQ(second.value("SELECT 'still here'"), "still here");
 }
 
 }  // namespace

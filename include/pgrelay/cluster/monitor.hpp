@@ -49,6 +49,11 @@ class Monitor {
   /// The latest snapshot; never null.
   [[nodiscard]] std::shared_ptr<const Topology> topology() const { return current_.load(); }
 
+  /// Applies reloaded thresholds (probe interval, failure threshold, lag limits) from the next
+  /// probe on. Connection settings and the backend list are fixed at construction.
+  void update_thresholds(std::uint32_t interval_ms, std::uint32_t failure_threshold,
+                         std::uint64_t max_lag_bytes, std::uint64_t max_lag_ms);
+
   /// Asks every prober to probe now instead of at its next interval (e.g. after a connection
   /// to the primary failed).
   void request_probe();
