@@ -20,7 +20,7 @@ namespace pgrelay::cluster {
 struct MonitorOptions {
   config::MonitorSettings monitor;
   std::vector<config::BackendSettings> backends;
-  std::uint64_t max_lag_bytes = 16 * 1024 * 1024;
+  std::uint64_t max_lag_bytes = std::uint64_t{16} * 1024 * 1024;
   std::uint64_t max_lag_ms = 1000;
   /// A standby over a lag limit is eligible again only below this fraction of it.
   double resume_fraction = 0.5;

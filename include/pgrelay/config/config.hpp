@@ -46,7 +46,7 @@ struct MonitorSettings {
 
 struct RoutingSettings {
   bool read_write_split = true;
-  std::uint64_t max_lag_bytes = 16 * 1024 * 1024;
+  std::uint64_t max_lag_bytes = std::uint64_t{16} * 1024 * 1024;
   std::uint32_t max_lag_ms = 1000;
   bool read_your_writes = true;
   std::uint32_t primary_wait_ms = 30000;
