@@ -167,5 +167,11 @@ int main(int argc, char** argv) {
     if (result.config) std::cout << config_path << ": configuration is valid\n";
     return result.config ? 0 : 1;
   }
-  return run(config_path);
+  try {
+    return run(config_path);
+  } catch (const std::exception& e) {
+    // Startup errors end here (an address in use, say); the data path never throws this far.
+    std::cerr << "pgrelay: " << e.what() << '\n';
+    return 1;
+  }
 }

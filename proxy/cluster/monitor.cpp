@@ -4,7 +4,7 @@
 
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
-#include <time.h>
+#include <ctime>
 
 #include <algorithm>
 #include <charconv>
