@@ -232,6 +232,14 @@ bool settled(const TopologyView& t, std::initializer_list<std::string_view> stan
                      [&](std::string_view name) { return caught_up(t, name); });
 }
 
+/// Waits until node1 is primary and every one of `standbys` is caught up (0 lag, eligible);
+/// `last` gets the final answer either way.
+bool wait_settled(const Proxy& proxy, std::initializer_list<std::string_view> standbys,
+                  TopologyView* last, std::chrono::milliseconds timeout = 15s) {
+  return wait_topology(
+      proxy, timeout, [&](const TopologyView& v) { return settled(v, standbys); }, last);
+}
+
 /// In every snapshot a standby's lag in bytes is the primary's LSN minus the standby's (the
 /// primary reports its current LSN, a standby its replay LSN), never negative.
 std::string lag_bytes_mismatch(const TopologyView& t) {
@@ -313,12 +321,7 @@ TEST(Monitor, TopologyNamesThePrimaryAndStreamingStandbysAndCountsClients) {
   auto& cluster = Cluster::get();
   Proxy proxy(kMonitor);
   TopologyView t;
-  ASSERT_TRUE(wait_topology(
-      proxy, 15s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 15s))
       << t.problem << t.raw << proxy.log();
 
   EXPECT_EQ(t.primary, "node1") << t.raw;
@@ -378,13 +381,7 @@ TEST(Monitor, IdleClusterShowsZeroLagForAMinute) {
   // autovacuum off. Runs before the tests that write.
   Proxy proxy(kMonitor);
   TopologyView t;
-  ASSERT_TRUE(wait_topology(
-      proxy, 20s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
-      << t.problem << t.raw;
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 20s)) << t.problem << t.raw;
   const std::string lsn_before = t.node("node1")->lsn;
 
   std::vector<std::string> bad;
@@ -423,13 +420,7 @@ TEST(Monitor, PausedStandbyLagGrowsAndReturnsToZeroOnResume) {
   ASSERT_EQ(prepare_writer(writer), "");
   ASSERT_EQ(writer.value(kCreateTable), "");
   TopologyView t;
-  ASSERT_TRUE(wait_topology(
-      proxy, 15s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
-      << t.problem << t.raw;
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 15s)) << t.problem << t.raw;
 
   Cleanup resume{[&] { cluster.sql("node2", "SELECT pg_wal_replay_resume()"); }};
   const auto paused = cluster.sql("node2", "SELECT pg_wal_replay_pause()");
@@ -497,13 +488,7 @@ TEST(Monitor, PausedStandbyLagGrowsAndReturnsToZeroOnResume) {
   ASSERT_EQ(resumed.find("ERROR"), std::string::npos) << resumed;
   resume.cleanup = nullptr;
   const auto resumed_at = Clock::now();
-  EXPECT_TRUE(wait_topology(
-      proxy, 10s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
-      << describe(*t.node("node2"));
+  EXPECT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 10s)) << describe(*t.node("node2"));
   std::cout
       << "node2 back to 0 B / 0 ms and eligible "
       << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - resumed_at).count()
@@ -518,13 +503,7 @@ TEST(Monitor, DelayedStandbyShowsItsApplyDelay) {
   ASSERT_EQ(prepare_writer(writer), "");
   ASSERT_EQ(writer.value(kCreateTable), "");
   TopologyView t;
-  ASSERT_TRUE(wait_topology(
-      proxy, 15s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
-      << t.problem << t.raw;
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 15s)) << t.problem << t.raw;
 
   const std::string reset =
       "ALTER SYSTEM RESET recovery_min_apply_delay;\nSELECT pg_reload_conf();\n";
@@ -567,13 +546,7 @@ TEST(Monitor, DelayedStandbyShowsItsApplyDelay) {
   const auto undone = cluster.sql("node3", reset);
   ASSERT_EQ(undone.find("ERROR"), std::string::npos) << undone;
   undo.cleanup = nullptr;
-  EXPECT_TRUE(wait_topology(
-      proxy, 10s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
-      << describe(*t.node("node3"));
+  EXPECT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 10s)) << describe(*t.node("node3"));
 }
 
 TEST(Monitor, CascadingStandbyLagIsMeasuredAgainstThePrimary) {
@@ -605,13 +578,7 @@ TEST(Monitor, CascadingStandbyLagIsMeasuredAgainstThePrimary) {
   ASSERT_EQ(prepare_writer(writer), "");
   ASSERT_EQ(writer.value(kCreateTable), "");
   TopologyView t;
-  ASSERT_TRUE(wait_topology(
-      proxy, 30s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3", "node4"});
-      },
-      &t))
-      << t.problem << t.raw;
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3", "node4"}, &t, 30s)) << t.problem << t.raw;
   const auto& node4 = *t.node("node4");
   EXPECT_EQ(node4.role, "standby");
   EXPECT_EQ(node4.timeline, 1U);
@@ -648,12 +615,7 @@ TEST(Monitor, CascadingStandbyLagIsMeasuredAgainstThePrimary) {
 
   const auto resumed = cluster.sql("node4", "SELECT pg_wal_replay_resume()");
   ASSERT_EQ(resumed.find("ERROR"), std::string::npos) << resumed;
-  EXPECT_TRUE(wait_topology(
-      proxy, 10s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3", "node4"});
-      },
-      &t))
+  EXPECT_TRUE(wait_settled(proxy, {"node2", "node3", "node4"}, &t, 10s))
       << describe(*t.node("node4"));
 
   // Back to three nodes: node4 stopped, its slot on node2 and its directory gone.
@@ -702,13 +664,7 @@ TEST(Monitor, NotReadyWithoutAPrimary) {
 TEST(Monitor, MetricsAreStrictPrometheusTextWithTheDocumentedFamilies) {
   Proxy proxy(kMonitor);
   TopologyView t;
-  ASSERT_TRUE(wait_topology(
-      proxy, 15s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
-      << t.problem << t.raw;
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 15s)) << t.problem << t.raw;
   PgConn client(proxy.conninfo());
   ASSERT_TRUE(client.ok()) << client.error();
   for (int i = 0; i < 5; ++i) ASSERT_EQ(client.value("SELECT 1"), "1");
@@ -776,13 +732,7 @@ TEST(Monitor, LatencyHistogramCountsRequests) {
 TEST(Monitor, ProbeCost) {
   Proxy proxy(kMonitor);
   TopologyView t;
-  ASSERT_TRUE(wait_topology(
-      proxy, 15s,
-      [](const auto& v) {
-        return settled(v, {"node2", "node3"});
-      },
-      &t))
-      << t.problem << t.raw;
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 15s)) << t.problem << t.raw;
   const auto first = fetch_metrics(proxy.http_port());
   std::this_thread::sleep_for(10s);
   const auto second = fetch_metrics(proxy.http_port());
