@@ -225,7 +225,13 @@ TEST_F(RelayTest, SigtermLetsTheOpenTransactionCommitAndClosesIdleClients) {
 
 TEST_F(RelayTest, SighupReloadsLimitsAndKeepsClientsAndABrokenFileIsRejected) {
   Proxy proxy("[limits]\nmax_clients = 1\n");
-  PgConn first(proxy.conninfo());
+  // The fixture's own readiness probe is a client too until pgrelay sees it close.
+  std::unique_ptr<PgConn> connected;
+  for (int i = 0; i < 100 && !(connected && connected->ok()); ++i) {
+    if (connected) std::this_thread::sleep_for(20ms);
+    connected = std::make_unique<PgConn>(proxy.conninfo());
+  }
+  PgConn& first = *connected;
   ASSERT_TRUE(first.ok()) << first.error();
   {
     PgConn refused(proxy.conninfo());
