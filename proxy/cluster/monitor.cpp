@@ -6,7 +6,10 @@
 #include <spdlog/spdlog.h>
 #include <ctime>
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 
 namespace pgrelay::cluster {
@@ -36,6 +39,26 @@ std::uint64_t parse_u64(const char* text) {
   if (auto dot = s.find('.'); dot != std::string_view::npos) s = s.substr(0, dot);
   std::from_chars(s.data(), s.data() + s.size(), value);
   return value;
+}
+
+/// Runs `query` and returns its result, or null when the server does not answer within
+/// `timeout` (a hung or stopped server: TCP keeps the connection up, so only a deadline helps)
+/// or the connection breaks. On null the caller must drop the connection.
+PGresult* exec_with_timeout(PGconn* conn, const char* query, std::chrono::milliseconds timeout) {
+  if (PQsendQuery(conn, query) == 0) return nullptr;
+  const auto deadline = Clock::now() + timeout;
+  while (PQisBusy(conn) != 0) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return nullptr;
+    pollfd descriptor{PQsocket(conn), POLLIN, 0};
+    const int ready = ::poll(&descriptor, 1, static_cast<int>(left));
+    if (ready < 0 && errno != EINTR) return nullptr;
+    if (ready > 0 && PQconsumeInput(conn) == 0) return nullptr;
+  }
+  PGresult* result = PQgetResult(conn);
+  while (PGresult* extra = PQgetResult(conn)) PQclear(extra);
+  return result;
 }
 
 std::string one_line(const char* message) {
@@ -188,13 +211,16 @@ void Monitor::run(Prober& prober) {
                           "prefer",
                           nullptr};
 
+  // A probe that takes longer than this counts as failed (and the connection is dropped).
+  const auto probe_timeout =
+      std::chrono::milliseconds(std::max<std::uint32_t>(1000, settings.interval_ms * 2));
   std::uint32_t failures = 0;
   while (true) {
     Probe probe;
     if (prober.conn == nullptr) {
       prober.conn = PQconnectdbParams(keys, values, 0);
       if (PQstatus(prober.conn) == CONNECTION_OK) {
-        PGresult* res = PQexec(prober.conn, kSystemIdQuery);
+        PGresult* res = exec_with_timeout(prober.conn, kSystemIdQuery, probe_timeout);
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
           prober.system_identifier = parse_u64(PQgetvalue(res, 0, 0));
         }
@@ -207,7 +233,7 @@ void Monitor::run(Prober& prober) {
     }
     if (prober.conn != nullptr) {
       const auto started = Clock::now();
-      PGresult* res = PQexec(prober.conn, kProbeQuery);
+      PGresult* res = exec_with_timeout(prober.conn, kProbeQuery, probe_timeout);
       probe.when = Clock::now();
       probe.rtt_us = static_cast<std::uint32_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(probe.when - started).count());
@@ -221,7 +247,10 @@ void Monitor::run(Prober& prober) {
         probe.streaming = PQgetvalue(res, 0, 5)[0] == 't';
         probe.system_identifier = prober.system_identifier;
       } else {
-        probe.error = one_line(PQerrorMessage(prober.conn));
+        probe.error =
+            res == nullptr && PQstatus(prober.conn) == CONNECTION_OK
+                ? "probe not answered within " + std::to_string(probe_timeout.count()) + " ms"
+                : one_line(PQerrorMessage(prober.conn));
         PQfinish(prober.conn);
         prober.conn = nullptr;
       }

@@ -766,3 +766,45 @@ TEST(Monitor, ProbeCost) {
 
 }  // namespace
 }  // namespace pgrelay::test
+
+namespace pgrelay::test {
+namespace {
+
+TEST(Monitor, FrozenStandbyIsMarkedDownAndReturnsWhenItThaws) {
+  auto& cluster = Cluster::get();
+  Proxy proxy(kMonitor);
+  TopologyView t;
+  ASSERT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t)) << t.problem << t.raw;
+
+  // Freeze node3 whole (postmaster and every backend): TCP stays up, nothing answers, so only
+  // the monitor's own deadlines can notice.
+  const std::string postmaster = run("head -n 1 " + cluster.dir() + "/node3/postmaster.pid").output;
+  const std::string pids =
+      postmaster.substr(0, postmaster.find('\n')) + " " +
+      run("pgrep -P " + postmaster.substr(0, postmaster.find('\n')) + " | tr '\\n' ' '").output;
+  Cleanup thaw{[&] { run("kill -CONT " + pids); }};
+  ASSERT_EQ(run("kill -STOP " + pids).status, 0) << pids;
+  const auto frozen_at = Clock::now();
+  EXPECT_TRUE(wait_topology(
+      proxy, 15s,
+      [](const TopologyView& v) {
+        const auto* n = v.node("node3");
+        return n != nullptr && n->role == "down" && !n->eligible;
+      },
+      &t))
+      << t.raw << proxy.log();
+  std::cout
+      << "frozen standby marked down after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - frozen_at).count()
+      << " ms\n";
+  // The other standby is unaffected.
+  const auto* n2 = t.node("node2");
+  ASSERT_NE(n2, nullptr);
+  EXPECT_TRUE(n2->eligible) << t.raw;
+
+  run("kill -CONT " + pids);
+  EXPECT_TRUE(wait_settled(proxy, {"node2", "node3"}, &t, 20s)) << t.problem << t.raw;
+}
+
+}  // namespace
+}  // namespace pgrelay::test
