@@ -13,14 +13,14 @@
 #include <utility>
 #include <vector>
 
+#include "pgrelay/protocol/sqlstate.hpp"
+
 namespace pgrelay::auth {
 
 namespace {
 
-constexpr std::string_view kSqlstateProtocolViolation = "08P01";
-constexpr std::string_view kSqlstateFeatureNotSupported = "0A000";
-constexpr std::string_view kSqlstateInvalidAuthorization = "28000";
-constexpr std::string_view kSqlstateInvalidPassword = "28P01";
+namespace sqlstate = protocol::sqlstate;
+
 constexpr std::string_view kBase64Alphabet =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 // PostgreSQL keeps iterations in an int.
@@ -282,7 +282,7 @@ ScramError ScramServer::fail(ScramErrorKind kind, std::string_view sqlstate, std
 
 ScramServerFirstResult ScramServer::handle_client_first(std::string_view message) {
   const auto malformed = [&](std::string detail) {
-    return fail(ScramErrorKind::kMalformed, kSqlstateProtocolViolation,
+    return fail(ScramErrorKind::kMalformed, sqlstate::kProtocolViolation,
                 "malformed SCRAM message: " + std::move(detail));
   };
   if (state_ != State::kExpectClientFirst) return malformed("unexpected client-first-message");
@@ -330,7 +330,7 @@ ScramServerFirstResult ScramServer::handle_client_first(std::string_view message
       return malformed("unexpected channel-binding flag");
   }
   if (pos < message.size() && message[pos] == 'a') {
-    return fail(ScramErrorKind::kMalformed, kSqlstateFeatureNotSupported,
+    return fail(ScramErrorKind::kMalformed, sqlstate::kFeatureNotSupported,
                 "client uses authorization identity, but it is not supported");
   }
   if (pos >= message.size() || message[pos] != ',') return malformed("unexpected attribute");
@@ -340,7 +340,7 @@ ScramServerFirstResult ScramServer::handle_client_first(std::string_view message
   // client-first-message-bare: [m=...,] n=user,r=nonce[,extensions]
   const auto parts = split_commas(bare);
   if (!parts.empty() && parts[0].substr(0, 2) == "m=") {
-    return fail(ScramErrorKind::kMalformed, kSqlstateFeatureNotSupported,
+    return fail(ScramErrorKind::kMalformed, sqlstate::kFeatureNotSupported,
                 "client requires an unsupported SCRAM extension");
   }
   if (parts.size() < 2 || !attribute_value(parts[0], 'n')) return malformed("user name expected");
@@ -361,7 +361,7 @@ ScramServerFirstResult ScramServer::handle_client_first(std::string_view message
 
 ScramServerFinalResult ScramServer::handle_client_final(std::string_view message) {
   const auto malformed = [&](std::string detail) {
-    return fail(ScramErrorKind::kMalformed, kSqlstateProtocolViolation,
+    return fail(ScramErrorKind::kMalformed, sqlstate::kProtocolViolation,
                 "malformed SCRAM message: " + std::move(detail));
   };
   if (state_ != State::kExpectClientFinal) return malformed("unexpected client-final-message");
@@ -384,7 +384,8 @@ ScramServerFinalResult ScramServer::handle_client_final(std::string_view message
   // Comparing the base64 text, as PostgreSQL does; a client encodes canonically.
   if (*binding != base64_encode(expected_binding)) {
     if (cbind_flag_ == 'p') {
-      return fail(ScramErrorKind::kChannelBindingMismatch, kSqlstateInvalidAuthorization,
+      return fail(ScramErrorKind::kChannelBindingMismatch,
+                  sqlstate::kInvalidAuthorizationSpecification,
                   "SCRAM channel binding check failed");
     }
     return malformed("unexpected SCRAM channel-binding attribute in client-final-message");
@@ -400,7 +401,7 @@ ScramServerFinalResult ScramServer::handle_client_final(std::string_view message
   const ScramKey client_key =
       xor_keys(*proof, hmac_sha256(view_of(verifier_.stored_key), auth_message));
   if (!keys_equal(sha256(view_of(client_key)), verifier_.stored_key)) {
-    return fail(ScramErrorKind::kWrongPassword, kSqlstateInvalidPassword,
+    return fail(ScramErrorKind::kWrongPassword, sqlstate::kInvalidPassword,
                 "password authentication failed");
   }
   const ScramKey signature = hmac_sha256(view_of(verifier_.server_key), auth_message);

@@ -10,6 +10,7 @@ inline constexpr std::string_view kConnectionFailure = "08006";
 inline constexpr std::string_view kProtocolViolation = "08P01";
 inline constexpr std::string_view kFeatureNotSupported = "0A000";
 inline constexpr std::string_view kInvalidAuthorizationSpecification = "28000";
+inline constexpr std::string_view kInvalidPassword = "28P01";
 inline constexpr std::string_view kTooManyConnections = "53300";
 inline constexpr std::string_view kProgramLimitExceeded = "54000";
 inline constexpr std::string_view kAdminShutdown = "57P01";
