@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "pgrelay/admin/http.hpp"
+#include "pgrelay/auth/secrets.hpp"
 #include "pgrelay/cluster/monitor.hpp"
 #include "pgrelay/config/config.hpp"
 #include "pgrelay/session/server.hpp"
@@ -64,10 +65,22 @@ int run(const std::string& path) {
   options.max_lag_ms = config->routing.max_lag_ms;
   auto monitor = std::make_unique<cluster::Monitor>(options);
 
+  std::shared_ptr<const auth::SecretStore> secrets;
+  if (!config->auth.file.empty()) {
+    std::string error;
+    secrets = auth::load_secret_store(config->auth.file, error);
+    if (!secrets) {
+      spdlog::critical("cannot start: auth.file {}", error);
+      return 1;
+    }
+    spdlog::info("{} users loaded from {}", secrets->size(), config->auth.file);
+  }
+
   std::unique_ptr<session::Server> server;
   std::unique_ptr<admin::HttpServer> http;
   try {
     server = std::make_unique<session::Server>(config, *monitor);
+    server->set_secrets(secrets);
     if (config->http.enabled) {
       admin::Sources sources;
       sources.topology = [m = monitor.get()] { return m->topology(); };
@@ -109,9 +122,24 @@ int run(const std::string& path) {
         monitor->update_thresholds(next.monitor.interval_ms, next.monitor.failure_threshold,
                                    next.routing.max_lag_bytes, next.routing.max_lag_ms);
         spdlog::set_level(spdlog::level::from_str(next.log.level));
-        config = reloaded.config;
-        server->reload(config);
-        spdlog::info("configuration reloaded from {}", path);
+        bool ok = true;
+        if (!next.auth.file.empty()) {
+          std::string error;
+          auto reloaded_secrets = auth::load_secret_store(next.auth.file, error);
+          if (reloaded_secrets) {
+            server->set_secrets(std::move(reloaded_secrets));
+          } else {
+            spdlog::error("reload: auth.file {}; keeping the running configuration", error);
+            ok = false;
+          }
+        } else {
+          server->set_secrets(nullptr);
+        }
+        if (ok) {
+          config = reloaded.config;
+          server->reload(config);
+        }
+        if (ok) spdlog::info("configuration reloaded from {}", path);
       }
       signals.async_wait(on_signal);
       return;

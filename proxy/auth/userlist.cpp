@@ -96,10 +96,8 @@ Userlist parse_userlist(std::string_view text) {
       error("unterminated quoted secret");
       continue;
     }
-    if (secret_text->empty()) {
-      error("empty secret for user \"" + *user + "\"");
-      continue;
-    }
+    // An empty secret is allowed, as in PgBouncer: such a user can only log in where no
+    // password is asked (method "trust"); password methods refuse it like PostgreSQL does.
     auto secret = parse_secret(*secret_text);
     if (!secret) {
       error("malformed SCRAM secret for user \"" + *user + "\"");

@@ -242,24 +242,37 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.integer(*t, "http", "port", config.http.port, 1, kMaxPort);
   }
   if (const auto* t = r.section(root, "pool")) {
-    r.check_keys(*t, "[pool]", {"mode"});
+    r.check_keys(*t, "[pool]",
+                 {"mode", "max_size", "min_idle", "idle_timeout_ms", "lifetime_ms",
+                  "acquire_timeout_ms", "reset_query", "max_prepared_statements"});
     const int mode = r.choice(*t, "pool", "mode", {"session", "transaction"});
-    if (mode == 1) {
-      config.pool.mode = PoolMode::kTransaction;
-      config.inactive_notes.emplace_back(
-          "pool.mode = \"transaction\" is not active yet: each client keeps its own server "
-          "connection for the whole session");
+    if (mode == 1) config.pool.mode = PoolMode::kTransaction;
+    r.integer(*t, "pool", "max_size", config.pool.max_size, 1, 100000);
+    r.integer(*t, "pool", "min_idle", config.pool.min_idle, 0, 100000);
+    r.integer(*t, "pool", "idle_timeout_ms", config.pool.idle_timeout_ms, 0, kMaxMillis);
+    r.integer(*t, "pool", "lifetime_ms", config.pool.lifetime_ms, 0, kMaxMillis);
+    r.integer(*t, "pool", "acquire_timeout_ms", config.pool.acquire_timeout_ms, 0, kMaxMillis);
+    r.string(*t, "pool", "reset_query", config.pool.reset_query, true);
+    r.integer(*t, "pool", "max_prepared_statements", config.pool.max_prepared_statements, 1,
+              1000000);
+    if (config.pool.min_idle > config.pool.max_size) {
+      r.error(t->get("min_idle")->source(), "pool.min_idle must not exceed pool.max_size (" +
+                                                std::to_string(config.pool.max_size) + ")");
     }
   }
   if (const auto* t = r.section(root, "auth")) {
-    r.check_keys(*t, "[auth]", {"method", "file", "query"});
+    config.auth.enabled = true;
+    r.check_keys(*t, "[auth]", {"method", "file", "query", "cache_ttl_ms"});
     const int method = r.choice(*t, "auth", "method", {"scram-sha-256", "md5", "trust"});
     if (method >= 0) config.auth.method = static_cast<AuthMethod>(method);
     r.file_path(*t, "auth", "file", config.auth.file);
     r.string(*t, "auth", "query", config.auth.query, true);
-    if (!t->empty()) {
-      config.inactive_notes.emplace_back(
-          "[auth] is not active yet: clients authenticate with the backend itself (pass-through)");
+    r.integer(*t, "auth", "cache_ttl_ms", config.auth.cache_ttl_ms, 0, kMaxMillis);
+    const bool method_valid = method >= 0 || !t->contains("method");
+    if (method_valid && config.auth.method != AuthMethod::kTrust && !t->contains("file") &&
+        config.auth.query.empty()) {
+      r.error(t->source(), "[auth] method \"" + std::string(to_string(config.auth.method)) +
+                               "\" needs auth.file or auth.query to find passwords");
     }
   }
   if (const auto* t = r.section(root, "monitor")) {
@@ -315,6 +328,12 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     static constexpr std::string_view kLevels[] = {"trace", "debug", "info",
                                                    "warn",  "error", "off"};
     if (level >= 0) config.log.level = kLevels[level];
+  }
+  if (config.pool.mode == PoolMode::kTransaction && !config.auth.enabled) {
+    const toml::node* mode = root.at_path("pool.mode").node();
+    r.error(mode != nullptr ? mode->source() : toml::source_region{},
+            "pool.mode = \"transaction\" needs an [auth] table: pgrelay must log clients in "
+            "itself to lend them pooled server connections");
   }
   read_backends(r, root, config);
 }

@@ -36,6 +36,11 @@ void Workers::join() {
   threads_.clear();
 }
 
+void Workers::destroy() {
+  guards_.clear();
+  contexts_.clear();
+}
+
 tcp::acceptor make_listener(asio::io_context& context, const std::string& address,
                             std::uint16_t port) {
   const tcp::endpoint endpoint(asio::ip::make_address(address), port);

@@ -16,7 +16,8 @@ constexpr std::array<bool, 256> make_table(std::string_view types) {
 constexpr auto kFrontendTypes = make_table("BCdcfDEHFPpQSX");
 constexpr auto kBackendTypes = make_table("RK23CdcGHWDIEVvnNAtS1sZT");
 
-// Starts a message: type byte and a length placeholder. Returns the offset of the length.
+}  // namespace
+
 std::size_t begin_message(ByteVector& out, char type) {
   out.push_back(static_cast<std::uint8_t>(type));
   const std::size_t at = out.size();
@@ -27,6 +28,8 @@ std::size_t begin_message(ByteVector& out, char type) {
 void end_message(ByteVector& out, std::size_t at) {
   write_u32(out.data() + at, static_cast<std::uint32_t>(out.size() - at));
 }
+
+namespace {
 
 }  // namespace
 
@@ -125,7 +128,65 @@ std::optional<ParseMessage> parse_parse(Bytes body) {
   }
   const std::size_t types = read_u16(body.data() + pos);
   if (pos + 2 + types * 4 != body.size()) return std::nullopt;
+  parse.param_types = body.subspan(pos);
   return parse;
+}
+
+std::optional<BindPrefix> parse_bind_prefix(Bytes body) {
+  BindPrefix bind;
+  std::size_t pos = 0;
+  if (!read_cstring(body, pos, bind.portal) || !read_cstring(body, pos, bind.statement)) {
+    return std::nullopt;
+  }
+  bind.rest = body.subspan(pos);
+  return bind;
+}
+
+std::optional<TargetMessage> parse_target(Bytes body) {
+  if (body.empty() || (body[0] != 'S' && body[0] != 'P')) return std::nullopt;
+  TargetMessage target;
+  target.kind = static_cast<char>(body[0]);
+  std::size_t pos = 1;
+  if (!read_cstring(body, pos, target.name) || pos != body.size()) return std::nullopt;
+  return target;
+}
+
+std::optional<SaslInitialResponse> parse_sasl_initial_response(Bytes body) {
+  SaslInitialResponse response;
+  std::size_t pos = 0;
+  if (!read_cstring(body, pos, response.mechanism) || pos + 4 > body.size()) return std::nullopt;
+  const std::uint32_t length = read_u32(body.data() + pos);
+  pos += 4;
+  if (length == 0xffffffffU) {
+    if (pos != body.size()) return std::nullopt;
+    return response;
+  }
+  if (pos + length != body.size()) return std::nullopt;
+  response.data = std::string_view(reinterpret_cast<const char*>(body.data() + pos), length);
+  response.has_data = true;
+  return response;
+}
+
+std::optional<std::string_view> parse_command_tag(Bytes body) { return parse_query(body); }
+
+std::optional<std::size_t> parse_data_row(Bytes body, std::span<std::optional<std::string_view>> columns) {
+  if (body.size() < 2) return std::nullopt;
+  const std::size_t count = read_u16(body.data());
+  std::size_t pos = 2;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (pos + 4 > body.size()) return std::nullopt;
+    const std::uint32_t length = read_u32(body.data() + pos);
+    pos += 4;
+    std::optional<std::string_view> value;
+    if (length != 0xffffffffU) {
+      if (pos + length > body.size()) return std::nullopt;
+      value = std::string_view(reinterpret_cast<const char*>(body.data() + pos), length);
+      pos += length;
+    }
+    if (i < columns.size()) columns[i] = value;
+  }
+  if (pos != body.size()) return std::nullopt;
+  return count;
 }
 
 void append_error_response(ByteVector& out, Severity severity, std::string_view sqlstate,
@@ -165,6 +226,114 @@ void append_backend_key_data(ByteVector& out, BackendKeyData key) {
 void append_ready_for_query(ByteVector& out, TransactionStatus status) {
   const std::size_t at = begin_message(out, 'Z');
   out.push_back(static_cast<std::uint8_t>(status));
+  end_message(out, at);
+}
+
+void append_notice(ByteVector& out, std::string_view severity, std::string_view sqlstate,
+                   std::string_view message, std::string_view detail) {
+  const std::size_t at = begin_message(out, 'N');
+  out.push_back('S');
+  append_cstring(out, severity);
+  out.push_back('V');
+  append_cstring(out, severity);
+  out.push_back('C');
+  append_cstring(out, sqlstate);
+  out.push_back('M');
+  append_cstring(out, message);
+  if (!detail.empty()) {
+    out.push_back('D');
+    append_cstring(out, detail);
+  }
+  out.push_back(0);
+  end_message(out, at);
+}
+
+void append_query(ByteVector& out, std::string_view sql) {
+  const std::size_t at = begin_message(out, 'Q');
+  append_cstring(out, sql);
+  end_message(out, at);
+}
+
+void append_parse(ByteVector& out, std::string_view statement, std::string_view query,
+                  Bytes param_types) {
+  const std::size_t at = begin_message(out, 'P');
+  append_cstring(out, statement);
+  append_cstring(out, query);
+  if (param_types.empty()) {
+    out.push_back(0);
+    out.push_back(0);
+  } else {
+    out.insert(out.end(), param_types.begin(), param_types.end());
+  }
+  end_message(out, at);
+}
+
+void append_bind(ByteVector& out, std::string_view portal, std::string_view statement,
+                 Bytes rest) {
+  const std::size_t at = begin_message(out, 'B');
+  append_cstring(out, portal);
+  append_cstring(out, statement);
+  if (rest.empty()) {
+    // No parameter formats, no parameters, no result formats.
+    for (int i = 0; i < 6; ++i) out.push_back(0);
+  } else {
+    out.insert(out.end(), rest.begin(), rest.end());
+  }
+  end_message(out, at);
+}
+
+void append_target(ByteVector& out, char type, char kind, std::string_view name) {
+  const std::size_t at = begin_message(out, type);
+  out.push_back(static_cast<std::uint8_t>(kind));
+  append_cstring(out, name);
+  end_message(out, at);
+}
+
+void append_execute(ByteVector& out, std::string_view portal, std::uint32_t max_rows) {
+  const std::size_t at = begin_message(out, 'E');
+  append_cstring(out, portal);
+  append_u32(out, max_rows);
+  end_message(out, at);
+}
+
+void append_empty_message(ByteVector& out, char type) {
+  const std::size_t at = begin_message(out, type);
+  end_message(out, at);
+}
+
+void append_authentication(ByteVector& out, AuthCode code, std::string_view data) {
+  const std::size_t at = begin_message(out, 'R');
+  append_u32(out, static_cast<std::uint32_t>(code));
+  out.insert(out.end(), data.begin(), data.end());
+  end_message(out, at);
+}
+
+void append_authentication_sasl(ByteVector& out, std::span<const std::string_view> mechanisms) {
+  const std::size_t at = begin_message(out, 'R');
+  append_u32(out, static_cast<std::uint32_t>(AuthCode::kSasl));
+  for (auto mechanism : mechanisms) append_cstring(out, mechanism);
+  out.push_back(0);
+  end_message(out, at);
+}
+
+void append_password(ByteVector& out, std::string_view password) {
+  const std::size_t at = begin_message(out, 'p');
+  append_cstring(out, password);
+  end_message(out, at);
+}
+
+void append_sasl_initial_response(ByteVector& out, std::string_view mechanism,
+                                  std::string_view data) {
+  const std::size_t at = begin_message(out, 'p');
+  append_cstring(out, mechanism);
+  append_u32(out, static_cast<std::uint32_t>(data.size()));
+  out.insert(out.end(), data.begin(), data.end());
+  end_message(out, at);
+}
+
+void append_sasl_response(ByteVector& out, std::string_view data) {
+  const std::size_t at = begin_message(out, 'p');
+  out.insert(out.end(), data.begin(), data.end());
   end_message(out, at);
 }
 

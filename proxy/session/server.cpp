@@ -14,12 +14,18 @@ using namespace std::chrono_literals;
 
 Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& monitor)
     : workers_(config->listen.workers), stats_(workers_.size(), config->backends.size()) {
-  if (config->tls) shared_.tls = net::make_server_tls_context(config->tls->cert, config->tls->key);
+  if (config->tls) {
+    shared_.tls = net::make_server_tls_context(config->tls->cert, config->tls->key);
+    shared_.tls_end_point = net::tls_server_end_point(config->tls->cert);
+  }
   shared_.monitor = &monitor;
   shared_.stats = &stats_;
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     sessions_.push_back(std::make_unique<WorkerSessions>());
     sessions_.back()->counters = &stats_.worker(i);
+    sessions_.back()->pools = std::make_unique<pool::WorkerPools>(
+        workers_.context(i).get_executor(), stats_.worker(i).pool);
+    maintenance_timers_.push_back(std::make_unique<asio::steady_timer>(workers_.context(i)));
     acceptors_.push_back(std::make_unique<net::tcp::acceptor>(
         net::make_listener(workers_.context(i), config->listen.address, config->listen.port)));
   }
@@ -29,11 +35,35 @@ Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& m
 Server::~Server() {
   workers_.stop();
   workers_.join();
+  if (!destroyed_) {
+    // Idle server connections close while their io_context exists; then the contexts go (with
+    // any coroutine still queued) while the pools and sessions they reference still exist.
+    for (auto& sessions : sessions_) sessions->pools->close_all();
+    maintenance_timers_.clear();
+    acceptors_.clear();
+    workers_.destroy();
+    destroyed_ = true;
+  }
+}
+
+void Server::set_secrets(std::shared_ptr<const auth::SecretStore> secrets) {
+  shared_.secrets.store(std::move(secrets));
+}
+
+asio::awaitable<void> Server::maintenance_loop(std::size_t worker) {
+  auto& timer = *maintenance_timers_[worker];
+  while (true) {
+    timer.expires_after(1s);
+    auto [ec] = co_await timer.async_wait(net::kNoThrow);
+    if (ec || sessions_[worker]->stopping) co_return;
+    sessions_[worker]->pools->maintain(std::chrono::steady_clock::now());
+  }
 }
 
 void Server::start() {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     asio::co_spawn(workers_.context(i), accept_loop(i), asio::detached);
+    asio::co_spawn(workers_.context(i), maintenance_loop(i), asio::detached);
   }
   workers_.start();
   const auto config = shared_.config.load();
@@ -71,6 +101,12 @@ void Server::topology_changed() {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     asio::post(workers_.context(i), [this, i] {
       const auto topology = shared_.monitor->topology();
+      // Pools serve the primary only (for now): drain every other backend's pools.
+      for (std::size_t b = 0; b < topology->nodes.size(); ++b) {
+        if (static_cast<int>(b) != topology->primary) {
+          sessions_[i]->pools->drain_backend(static_cast<int>(b));
+        }
+      }
       const std::vector<Session*> list(sessions_[i]->sessions.begin(),
                                        sessions_[i]->sessions.end());
       for (Session* s : list) s->topology_changed(*topology);
@@ -95,6 +131,7 @@ void Server::shutdown(std::chrono::milliseconds timeout) {
   on_each_worker([this](std::size_t i) {
     net::error_code ignored;
     acceptors_[i]->close(ignored);
+    maintenance_timers_[i]->cancel();
     sessions_[i]->stopping = true;
     // Copy: request_stop never destroys a session synchronously, but stay safe.
     const std::vector<Session*> list(sessions_[i]->sessions.begin(), sessions_[i]->sessions.end());
@@ -119,6 +156,11 @@ void Server::shutdown(std::chrono::milliseconds timeout) {
   }
   workers_.stop();
   workers_.join();
+  for (auto& sessions : sessions_) sessions->pools->close_all();
+  maintenance_timers_.clear();
+  acceptors_.clear();
+  workers_.destroy();
+  destroyed_ = true;
   spdlog::info("stopped");
 }
 

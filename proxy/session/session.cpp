@@ -98,6 +98,13 @@ void Session::stop_relay(std::string_view reason) {
   if (closing_) return;
   closing_ = true;
   error_code ignored;
+  if (pooled_) {
+    // The server connection is given back (or closed) by end_pooled(); stop its reader.
+    if (server_conn_) server_conn_->socket.cancel(ignored);
+    client_.cancel(ignored);
+    timer_.cancel();
+    return;
+  }
   if (logged_in_ && server_.is_open() && !replication_) {
     // Best effort: tell the server we are leaving so it does not log an unexpected EOF.
     protocol::ByteVector terminate;
@@ -112,6 +119,14 @@ void Session::stop_relay(std::string_view reason) {
 
 void Session::request_stop() {
   stopping_ = true;
+  if (pooled_ && logged_in_) {
+    if (idle() && !s2c_writing_ && !c2s_writing_) {
+      set_final_error(sqlstate::kAdminShutdown,
+                      "terminating connection due to administrator command");
+      stop_relay("server shutting down");
+    }
+    return;
+  }
   if (!logged_in_) {
     // Still logging in: the startup watchdog bounds it; let the login finish or fail, and
     // close the session right after (checked in run()).
@@ -191,6 +206,12 @@ awaitable<void> Session::run() {
   user_ = std::string(startup.get("user").value_or(""));
   database_ = std::string(startup.get("database").value_or(user_));
   replication_ = protocol::is_replication_value(startup.get("replication").value_or(""));
+  if (!replication_ && config_->auth.enabled) {
+    // pgrelay logs the client in itself and lends it pooled server connections. Replication
+    // connections always pass through (the primary authenticates them).
+    co_await run_pooled(startup);
+    co_return;
+  }
 
   if (!co_await connect_primary()) {
     watchdog_.cancel();
@@ -320,6 +341,11 @@ awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
 awaitable<void> Session::forward_cancel(protocol::CancelRequest request) {
   close_reason_ = "cancel request";
   const auto target = shared_.cancels.find({request.process_id, request.secret_key});
+  if (target && target->port == 0) {
+    // A pooled client between transactions: nothing runs, nothing to cancel.
+    spdlog::debug("c{}: cancel request for an idle pooled client ignored", id_);
+    co_return;
+  }
   if (!target) {
     // PostgreSQL ignores unknown keys without a word; so do we.
     spdlog::debug("c{}: cancel request with an unknown key ignored", id_);

@@ -6,6 +6,9 @@
 #include <memory>
 #include <string>
 
+#include <optional>
+#include <string>
+
 #include "pgrelay/net/asio.hpp"
 
 namespace pgrelay::net {
@@ -16,5 +19,9 @@ using TlsStream = asio::ssl::stream<tcp::socket&>;
 /// clear message when the files cannot be used (a startup error).
 [[nodiscard]] std::shared_ptr<asio::ssl::context> make_server_tls_context(
     const std::string& cert_file, const std::string& key_file);
+
+/// tls-server-end-point channel-binding data (RFC 5929) of the first certificate in a PEM
+/// file, for SCRAM-SHA-256-PLUS; nullopt when the file cannot be read.
+[[nodiscard]] std::optional<std::string> tls_server_end_point(const std::string& cert_file);
 
 }  // namespace pgrelay::net

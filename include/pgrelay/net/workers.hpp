@@ -26,6 +26,9 @@ class Workers {
   void start();
   void stop();
   void join();
+  /// Destroys the io_contexts (after join): handlers and coroutine frames still queued go with
+  /// them, while everything they reference is still alive.
+  void destroy();
 
  private:
   std::vector<std::unique_ptr<asio::io_context>> contexts_;

@@ -30,6 +30,9 @@ class Server {
   /// Applies a reloaded configuration to sessions that start from now on.
   void reload(std::shared_ptr<const config::Config> config);
 
+  /// Replaces the client secrets ([auth] file) for logins from now on.
+  void set_secrets(std::shared_ptr<const auth::SecretStore> secrets);
+
   [[nodiscard]] std::int64_t client_count() const { return stats_.client_connections.load(); }
   [[nodiscard]] const stats::Stats& stats() const { return stats_; }
 
@@ -39,6 +42,7 @@ class Server {
 
  private:
   net::asio::awaitable<void> accept_loop(std::size_t worker);
+  net::asio::awaitable<void> maintenance_loop(std::size_t worker);
   /// Runs `fn` on every worker's thread and waits until all have run it.
   template <typename Fn>
   void on_each_worker(Fn fn);
@@ -48,6 +52,8 @@ class Server {
   stats::Stats stats_;
   std::vector<std::unique_ptr<WorkerSessions>> sessions_;
   std::vector<std::unique_ptr<net::tcp::acceptor>> acceptors_;
+  std::vector<std::unique_ptr<net::asio::steady_timer>> maintenance_timers_;
+  bool destroyed_ = false;
 };
 
 }  // namespace pgrelay::session

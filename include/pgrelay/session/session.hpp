@@ -6,12 +6,17 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <deque>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
+#include "pgrelay/auth/secrets.hpp"
 #include "pgrelay/cluster/monitor.hpp"
 #include "pgrelay/config/config.hpp"
 #include "pgrelay/net/asio.hpp"
 #include "pgrelay/net/tls.hpp"
+#include "pgrelay/pool/pool.hpp"
 #include "pgrelay/protocol/frame.hpp"
 #include "pgrelay/protocol/startup.hpp"
 #include "pgrelay/session/cancel_registry.hpp"
@@ -25,16 +30,48 @@ struct Shared {
   std::shared_ptr<net::asio::ssl::context> tls;  ///< null without [tls]
   cluster::Monitor* monitor = nullptr;
   stats::Stats* stats = nullptr;
+  /// Client secrets from [auth] file; null without a file.
+  std::atomic<std::shared_ptr<const auth::SecretStore>> secrets;
+  /// tls-server-end-point channel-binding data of pgrelay's certificate (SCRAM-SHA-256-PLUS).
+  std::optional<std::string> tls_end_point;
   CancelRegistry cancels;
   std::atomic<std::uint64_t> next_id{1};
 };
 
 class Session;
+class StatementRegistry;
+
+/// A distinct prepared statement (protocol-level: query and parameter types; SQL-level: the
+/// PREPARE text after the name) under the name pgrelay gives it on every server connection.
+struct Statement {
+  std::uint64_t id = 0;
+  std::string server_name;  ///< "pgrelay_<id>"
+  std::string query;        ///< Parse: the query; SQL: "PREPARE pgrelay_<id> ..."
+  protocol::ByteVector param_types;
+  std::string key;
+  StatementRegistry* registry = nullptr;
+  ~Statement();
+};
+
+/// The statements of one worker, shared by its clients while any of them holds one.
+class StatementRegistry {
+ public:
+  std::shared_ptr<Statement> protocol_statement(std::string_view query, protocol::Bytes types);
+  std::shared_ptr<Statement> sql_statement(std::string_view rest);
+  void forget(const std::string& key) { statements_.erase(key); }
+
+ private:
+  std::shared_ptr<Statement> get(std::string key);
+  std::unordered_map<std::string, std::weak_ptr<Statement>> statements_;
+  std::uint64_t next_id_ = 1;
+};
 
 /// The sessions of one worker; touched only on that worker's thread.
 struct WorkerSessions {
   std::unordered_set<Session*> sessions;
   stats::WorkerCounters* counters = nullptr;
+  std::unique_ptr<pool::WorkerPools> pools;
+  StatementRegistry statements;
   bool stopping = false;
 };
 
@@ -76,6 +113,74 @@ class Session : public std::enable_shared_from_this<Session> {
   net::asio::awaitable<void> send_fatal(std::string_view sqlstate, std::string message,
                                         std::string_view detail = {});
 
+  // ---- pooled sessions (pgrelay authenticates the client; proxy/session/pooled.cpp) ----
+  enum class SlotKind : std::uint8_t {
+    kParse,
+    kBind,
+    kDescribeStatement,
+    kDescribePortal,
+    kExecute,
+    kClose,
+    kSync,
+    kQuery,
+    kFunctionCall,
+  };
+  enum class SlotPurpose : std::uint8_t {
+    kClient,          ///< the client's own message: responses are relayed
+    kClientParse,     ///< the client's Parse of a named statement (undone on error)
+    kClientPrepares,  ///< a client Query with SQL PREPAREs (confirmed by CommandComplete)
+    kInternal,        ///< pgrelay's own message: responses are swallowed
+    kInternalParse,   ///< pgrelay re-preparing a statement on this connection
+    kParamSync,       ///< pgrelay applying the client's parameters
+    kReadback,        ///< pgrelay reading back parameters the client changed
+  };
+  /// One expected response (or response sequence) from the server, in wire order.
+  struct Slot {
+    SlotKind kind = SlotKind::kSync;
+    SlotPurpose purpose = SlotPurpose::kClient;
+    bool errored = false;
+    std::uint32_t completed = 0;  ///< kClientPrepares: PREPAREs confirmed so far
+    std::uint64_t id = 0;         ///< statement id (parse bookkeeping)
+    std::string name;             ///< client statement name (kClientParse)
+    std::vector<std::string> names;  ///< kReadback: parameters; kClientPrepares: client names
+    [[nodiscard]] bool internal() const { return purpose >= SlotPurpose::kInternal; }
+  };
+  /// A client's named statement: the shared statement and whether it came from SQL PREPARE.
+  using StatementMap = std::unordered_map<std::string, std::shared_ptr<Statement>>;
+
+  net::asio::awaitable<void> run_pooled(const protocol::StartupMessage& startup);
+  net::asio::awaitable<std::optional<protocol::ByteVector>> read_auth_response(
+      std::string_view what);
+  net::asio::awaitable<bool> authenticate_client();
+  net::asio::awaitable<bool> authenticate_scram(const auth::Secret* secret);
+  net::asio::awaitable<bool> authenticate_md5(const auth::Secret* secret);
+  net::asio::awaitable<std::optional<pool::AcquireError>> acquire_server(bool for_login);
+  net::asio::awaitable<std::optional<std::string>> exchange(std::string_view sql);
+  net::asio::awaitable<bool> pooled_login(const protocol::StartupMessage& startup);
+  net::asio::awaitable<void> pooled_client_loop();
+  net::asio::awaitable<void> server_reader(std::uint64_t attachment);
+  net::asio::awaitable<void> end_pooled();
+  void attach_started();
+  void process_client_messages();
+  bool handle_client_message(protocol::FrontendType type, protocol::Bytes message);
+  void handle_query(protocol::Bytes message, std::string_view sql);
+  void handle_parse(protocol::Bytes message);
+  void ensure_prepared(const Statement& statement, bool sql);
+  void append_param_sync();
+  void send_readback();
+  bool process_server_messages();
+  bool handle_server_message(protocol::BackendType type, protocol::Bytes body);
+  void pop_slot();
+  void discard_until_sync();
+  void undo_slot(const Slot& slot);
+  [[nodiscard]] bool releasable() const;
+  void maybe_release();
+  void detach(bool reusable);
+  void add_passthrough(std::size_t begin, std::size_t length);
+  void add_extra_start() { c2s_segments_.push_back({true, c2s_extra_.size(), 0}); }
+  void add_extra_end() { c2s_segments_.back().length = c2s_extra_.size() - c2s_segments_.back().offset; }
+  void push_slot(SlotKind kind, SlotPurpose purpose = SlotPurpose::kClient, std::uint64_t id = 0);
+
   auto client_read_some(net::asio::mutable_buffer buffer) {
     return tls_ ? tls_->async_read_some(buffer, net::kNoThrow)
                 : client_.async_read_some(buffer, net::kNoThrow);
@@ -91,6 +196,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   /// No query running, not inside a transaction, no half-sent extended-protocol batch.
   [[nodiscard]] bool idle() const {
+    if (pooled_) {
+      return slots_.empty() && server_status_ == protocol::TransactionStatus::kIdle &&
+             c2s_begin_ == c2s_end_ && c2s_stream_left_ == 0;
+    }
     return pending_syncs_ == 0 && !extended_open_ &&
            tx_status_ == protocol::TransactionStatus::kIdle && c2s_scanner_.at_boundary();
   }
@@ -147,6 +256,46 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint32_t pending_syncs_ = 0;
   std::chrono::steady_clock::time_point request_started_{};
   bool extended_open_ = false;
+
+  // Pooled sessions.
+  struct Segment {
+    bool extra = false;  ///< from the extra buffer, else from the read buffer
+    std::size_t offset = 0;
+    std::size_t length = 0;
+  };
+  bool pooled_ = false;
+  bool transaction_mode_ = false;
+  bool pinned_ = false;
+  bool server_skipping_ = false;  ///< the server skips extended messages until the next Sync
+  bool c2s_writing_ = false;
+  bool release_blocked_ = false;
+  pool::Credential credential_;
+  pool::ServerPtr server_conn_;
+  pool::Pool* server_pool_ = nullptr;
+  int server_pool_backend_ = -1;
+  std::uint64_t attachment_ = 0;  ///< increments on every attach and detach
+  protocol::TransactionStatus server_status_ = protocol::TransactionStatus::kIdle;
+  std::deque<Slot> slots_;
+  pool::ParamList client_reported_;  ///< GUC_REPORT parameters as the client was told them
+  pool::ParamList client_set_;       ///< other parameters in effect for the client
+  std::uint64_t params_version_ = 1;
+  std::vector<std::string> readback_;
+  StatementMap statements_;      ///< protocol-level named statements
+  StatementMap sql_statements_;  ///< SQL PREPARE names
+  std::size_t c2s_begin_ = 0;
+  std::size_t c2s_end_ = 0;
+  std::size_t c2s_stream_left_ = 0;
+  protocol::ByteVector c2s_extra_;
+  std::vector<Segment> c2s_segments_;
+  std::vector<net::asio::const_buffer> c2s_iov_;
+  std::size_t s2c_begin_ = 0;
+  std::size_t s2c_end_ = 0;
+  std::size_t s2c_stream_left_ = 0;
+  bool s2c_stream_forward_ = true;
+  protocol::ByteVector s2c_extra_;
+  std::vector<Segment> s2c_segments_;
+  std::vector<net::asio::const_buffer> s2c_iov_;
+  bool client_terminated_ = false;
 };
 
 }  // namespace pgrelay::session

@@ -16,8 +16,21 @@ inline constexpr std::array<double, 16> kLatencyBuckets = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
     0.05,   0.1,     0.25,   0.5,   1.0,    2.5,   5.0,  10.0};
 
+/// One worker's server connection pools, summed over (backend, database, user).
+struct PoolCounters {
+  std::atomic<std::int64_t> server_connections{0};
+  std::atomic<std::int64_t> idle{0};
+  std::atomic<std::int64_t> waiting{0};
+  std::atomic<std::uint64_t> opened_total{0};
+  std::atomic<std::uint64_t> acquire_timeouts_total{0};
+  std::atomic<std::uint64_t> login_failures_total{0};
+};
+
 /// One worker's counters. Only that worker writes them.
 struct alignas(64) WorkerCounters {
+  PoolCounters pool;
+  /// Clients pinned to their server connection (LISTEN, temp tables, advisory locks, ...).
+  std::atomic<std::uint64_t> pinned_total{0};
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::uint64_t> login_failures_total{0};
   std::atomic<std::uint64_t> protocol_errors_total{0};

@@ -57,7 +57,7 @@ TEST(Userlist, ReportsBadLinesWithNumbers) {
       "\"nosecret\"\n"                            // 4
       "\"x\" \"unterminated secret\n"             // 5
       "\"\" \"pw\"\n"                             // 6
-      "\"y\" \"\"\n"                              // 7
+      "\"y\" \"\"\n"                              // 7: fine, empty secret (trust only)
       "\"z\"\"pw\"\n"                             // 8: "z""pw" is one field
       "\"w\"\"\" \"pw\"\n"                        // 9: fine, user w"
       "\"v\"\"pw\" \"x\"\n"                       // 10: fine, user v"pw
@@ -72,12 +72,14 @@ TEST(Userlist, ReportsBadLinesWithNumbers) {
     lines.push_back(error.line);
     EXPECT_FALSE(error.message.empty());
   }
-  EXPECT_EQ(lines, (std::vector<int>{2, 3, 4, 5, 6, 7, 8, 11, 12, 13}));
-  ASSERT_EQ(list.entries.size(), 4U);
+  EXPECT_EQ(lines, (std::vector<int>{2, 3, 4, 5, 6, 8, 11, 12, 13}));
+  ASSERT_EQ(list.entries.size(), 5U);
   EXPECT_EQ(list.entries[0].user, "good");
-  EXPECT_EQ(list.entries[1].user, "w\"");
-  EXPECT_EQ(list.entries[2].user, "v\"pw");
-  EXPECT_EQ(list.entries[3].user, "last");
+  EXPECT_EQ(list.entries[1].user, "y");
+  EXPECT_EQ(list.entries[1].secret, Secret{PlainSecret{""}});
+  EXPECT_EQ(list.entries[2].user, "w\"");
+  EXPECT_EQ(list.entries[3].user, "v\"pw");
+  EXPECT_EQ(list.entries[4].user, "last");
 }
 
 TEST(Userlist, Empty) {

@@ -181,8 +181,8 @@ void ExpectFullConfigValues(const Config& c, const TempDir& dir) {
   EXPECT_EQ(c.backends[1].port, 5434);
   EXPECT_EQ(c.backends[1].weight, 1u);
 
-  // transaction pooling, [auth] and read splitting are parsed but not active yet.
-  EXPECT_EQ(c.inactive_notes.size(), 3u);
+  // Read splitting is parsed but not active yet.
+  EXPECT_EQ(c.inactive_notes.size(), 1u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,7 +365,8 @@ TEST(ConfigLoad, EveryLogLevelAndAuthMethodIsAccepted) {
                                                         {"trust", AuthMethod::kTrust}};
   for (const auto& [name, method] : methods) {
     const std::string text =
-        "[auth]\nmethod = \"" + std::string(name) + "\"\n" + std::string(kBackend);
+        "[auth]\nmethod = \"" + std::string(name) + "\"\nquery = \"SELECT 1\"\n" +
+        std::string(kBackend);
     const LoadResult result = parse_config(text, "pgrelay.toml");
     ASSERT_TRUE(result.errors.empty()) << name << ": " << Formatted(result);
     EXPECT_EQ(result.config->auth.method, method);
@@ -413,20 +414,61 @@ std::vector<std::string> NotesFor(const std::string& snippet) {
   return result.config->inactive_notes;
 }
 
-TEST(ConfigNotes, TransactionPoolModeProducesANote) {
-  const auto notes = NotesFor("[pool]\nmode = \"transaction\"\n");
-  ASSERT_EQ(notes.size(), 1u);
-  EXPECT_NE(notes[0].find("transaction"), std::string::npos) << notes[0];
+TEST(ConfigNotes, TransactionPoolModeProducesNone) {
+  EXPECT_TRUE(NotesFor("[pool]\nmode = \"transaction\"\n[auth]\nmethod = \"trust\"\n").empty());
 }
 
 TEST(ConfigNotes, SessionPoolModeProducesNone) {
   EXPECT_TRUE(NotesFor("[pool]\nmode = \"session\"\n").empty());
 }
 
-TEST(ConfigNotes, AuthSectionProducesANote) {
-  const auto notes = NotesFor("[auth]\nmethod = \"trust\"\n");
-  ASSERT_EQ(notes.size(), 1u);
-  EXPECT_NE(notes[0].find("[auth]"), std::string::npos) << notes[0];
+TEST(ConfigNotes, AuthSectionProducesNone) {
+  EXPECT_TRUE(NotesFor("[auth]\nmethod = \"trust\"\n").empty());
+}
+
+TEST(ConfigPool, PoolKeysAreRead) {
+  const LoadResult result = parse_config(
+      "[pool]\nmode = \"transaction\"\nmax_size = 7\nmin_idle = 2\nidle_timeout_ms = 1000\n"
+      "lifetime_ms = 2000\nacquire_timeout_ms = 300\nreset_query = \"\"\n"
+      "max_prepared_statements = 50\n[auth]\nmethod = \"trust\"\n" +
+          std::string(kBackend),
+      "pgrelay.toml");
+  ASSERT_TRUE(result.errors.empty()) << Formatted(result);
+  const auto& pool = result.config->pool;
+  EXPECT_EQ(pool.mode, PoolMode::kTransaction);
+  EXPECT_EQ(pool.max_size, 7u);
+  EXPECT_EQ(pool.min_idle, 2u);
+  EXPECT_EQ(pool.idle_timeout_ms, 1000u);
+  EXPECT_EQ(pool.lifetime_ms, 2000u);
+  EXPECT_EQ(pool.acquire_timeout_ms, 300u);
+  EXPECT_EQ(pool.reset_query, "");
+  EXPECT_EQ(pool.max_prepared_statements, 50u);
+  EXPECT_TRUE(result.config->auth.enabled);
+}
+
+TEST(ConfigPool, TransactionModeNeedsAuth) {
+  const LoadResult result =
+      parse_config("[pool]\nmode = \"transaction\"\n" + std::string(kBackend), "pgrelay.toml");
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].format(),
+            "pgrelay.toml:2: pool.mode = \"transaction\" needs an [auth] table: pgrelay must log "
+            "clients in itself to lend them pooled server connections");
+}
+
+TEST(ConfigPool, MinIdleAboveMaxSizeIsAnError) {
+  const LoadResult result = parse_config(
+      "[pool]\nmax_size = 2\nmin_idle = 3\n" + std::string(kBackend), "pgrelay.toml");
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].format(),
+            "pgrelay.toml:3: pool.min_idle must not exceed pool.max_size (2)");
+}
+
+TEST(ConfigAuth, PasswordMethodsNeedASecretSource) {
+  const LoadResult result =
+      parse_config("[auth]\nmethod = \"md5\"\n" + std::string(kBackend), "pgrelay.toml");
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].format(),
+            "pgrelay.toml:1: [auth] method \"md5\" needs auth.file or auth.query to find passwords");
 }
 
 TEST(ConfigNotes, ReadWriteSplitTrueProducesANote) {

@@ -1,0 +1,81 @@
+// PostgreSQL SQL lexer: splits query text into tokens the way the server's scanner (scan.l) does,
+// without allocating, throwing or ever rejecting input.
+// Lexical rules: https://www.postgresql.org/docs/current/sql-syntax-lexical.html
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace pgrelay::sql {
+
+enum class TokenKind : std::uint8_t {
+  /// Unquoted identifier or keyword: letters, digits, '_' and '$' after the first character;
+  /// bytes >= 0x80 count as letters.
+  kWord,
+  /// "..." with "" escapes, also U&"...".
+  kQuotedIdentifier,
+  /// '...' ('' escapes), E'...' (backslash escapes), B'...', X'...', N'...', U&'...' and
+  /// $tag$...$tag$ dollar-quoted text.
+  kString,
+  /// 1, 1.5, .5, 1e10, 1_000, 0x1F, 0o17, 0b101.
+  kNumber,
+  /// $1
+  kParameter,
+  /// Runs of + - * / < > = ~ ! @ # % ^ & | ` ? (as the server splits them), '::', ':=', '..',
+  /// and any other single byte ('$' not starting a parameter or dollar quote, '\', '{', ...).
+  kOperator,
+  /// ( ) [ ] , ; : .
+  kPunctuation,
+  /// No more tokens; begin == end == the text's length.
+  kEnd,
+};
+
+/// One token: a byte range of the text it was read from.
+struct Token {
+  TokenKind kind = TokenKind::kEnd;
+  std::uint32_t begin = 0;
+  std::uint32_t end = 0;
+
+  /// The token's bytes in `sql` (the text the lexer read).
+  [[nodiscard]] std::string_view text(std::string_view sql) const;
+};
+
+struct LexerOptions {
+  /// The session's standard_conforming_strings (reported by the server in ParameterStatus).
+  /// When false, a backslash escapes the next byte in plain '...' and N'...' strings as well.
+  bool standard_conforming_strings = true;
+};
+
+/// Reads tokens one at a time. Whitespace, `--` comments and nested `/* */` comments are
+/// skipped. Unterminated strings, quoted identifiers and dollar quotes run to the end of the
+/// text, as does an unterminated comment. Texts longer than 4 GiB are read up to 4 GiB - 1
+/// (PostgreSQL refuses messages over 1 GiB anyway).
+class Lexer {
+ public:
+  explicit Lexer(std::string_view sql, LexerOptions options = {});
+
+  /// The next token, or kEnd (again and again) once the text is over.
+  Token next();
+
+  /// The text being read; token offsets point into it.
+  [[nodiscard]] std::string_view sql() const { return sql_; }
+
+ private:
+  std::string_view sql_;
+  std::size_t pos_ = 0;
+  LexerOptions options_;
+};
+
+/// Case-insensitive: token is a kWord equal to `lower_keyword` (given in lower case).
+[[nodiscard]] bool is_word(const Token& token, std::string_view sql,
+                           std::string_view lower_keyword);
+
+/// Identifier value as PostgreSQL folds it: unquoted words lower-cased (ASCII only, as the server
+/// does for UTF-8), quoted identifiers without quotes and with "" unescaped; U&"..." also has its
+/// Unicode escapes decoded (honouring a following UESCAPE 'c'; a malformed escape is kept as
+/// written). Names are not truncated to NAMEDATALEN. Other tokens give their text unchanged.
+[[nodiscard]] std::string identifier_value(const Token& token, std::string_view sql);
+
+}  // namespace pgrelay::sql

@@ -1,0 +1,1564 @@
+// Pooled sessions: pgrelay authenticates the client itself, lends it server connections from
+// the pools (for the whole session or per transaction), keeps its parameters and prepared
+// statements consistent across server connections, and pins it when its state cannot move.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "pgrelay/auth/md5.hpp"
+#include "pgrelay/protocol/sqlstate.hpp"
+#include "pgrelay/session/session.hpp"
+#include "pgrelay/sql/lexer.hpp"
+#include "pgrelay/sql/session_effects.hpp"
+
+namespace pgrelay::session {
+
+namespace asio = net::asio;
+using asio::awaitable;
+using net::error_code;
+using net::kNoThrow;
+using namespace std::chrono_literals;
+using namespace asio::experimental::awaitable_operators;
+namespace sqlstate = protocol::sqlstate;
+using protocol::BackendType;
+using protocol::FrontendType;
+using protocol::TransactionStatus;
+
+namespace {
+
+constexpr std::size_t kClientBufferSize = 16 * 1024;
+constexpr std::size_t kServerBufferSize = 32 * 1024;
+constexpr std::uint32_t kMaxAuthMessage = 65535;
+constexpr auto kPrimaryPoll = 20ms;
+/// A name no statement ever has: closing it answers CloseComplete without side effects.
+constexpr std::string_view kNoStatement = "pgrelay_closed";
+
+/// GUC_REPORT parameters a client may set (PostgreSQL 15); the server reports their changes.
+constexpr std::string_view kReportedSettable[] = {
+    "application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone",
+    "standard_conforming_strings", "default_transaction_read_only"};
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool is_reported(std::string_view name) {
+  return std::any_of(std::begin(kReportedSettable), std::end(kReportedSettable),
+                     [&](std::string_view r) { return iequals(r, name); }) ||
+         iequals(name, "in_hot_standby") || iequals(name, "is_superuser") ||
+         iequals(name, "session_authorization") || iequals(name, "server_version") ||
+         iequals(name, "server_encoding") || iequals(name, "integer_datetimes");
+}
+
+std::string quote_literal(std::string_view text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out.push_back('\'');
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+/// A GUC name as an identifier for RESET: every dotted part double-quoted.
+std::string quote_guc_name(std::string_view name) {
+  std::string out;
+  std::size_t start = 0;
+  while (true) {
+    const auto dot = name.find('.', start);
+    const auto part = name.substr(start, dot == std::string_view::npos ? name.npos : dot - start);
+    out.push_back('"');
+    for (char c : part) {
+      if (c == '"') out.push_back('"');
+      out.push_back(c);
+    }
+    out.push_back('"');
+    if (dot == std::string_view::npos) break;
+    out.push_back('.');
+    start = dot + 1;
+  }
+  return out;
+}
+
+/// Splits the `options` startup parameter as PostgreSQL does (whitespace, backslash escapes)
+/// and returns its `-c name=value` / `--name=value` settings.
+std::vector<std::pair<std::string, std::string>> parse_options(std::string_view options) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (std::size_t i = 0; i < options.size(); ++i) {
+    const char c = options[i];
+    if (c == '\\' && i + 1 < options.size()) {
+      word.push_back(options[++i]);
+      in_word = true;
+    } else if (std::isspace(static_cast<unsigned char>(c)) != 0) {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+    } else {
+      word.push_back(c);
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  std::vector<std::pair<std::string, std::string>> settings;
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    std::string_view setting;
+    if (words[i] == "-c" && i + 1 < words.size()) {
+      setting = words[++i];
+    } else if (words[i].starts_with("-c")) {
+      setting = std::string_view(words[i]).substr(2);
+    } else if (words[i].starts_with("--")) {
+      setting = std::string_view(words[i]).substr(2);
+    } else {
+      continue;
+    }
+    const auto eq = setting.find('=');
+    if (eq == std::string_view::npos || eq == 0) continue;
+    std::string name(setting.substr(0, eq));
+    std::replace(name.begin(), name.end(), '-', '_');
+    settings.emplace_back(std::move(name), std::string(setting.substr(eq + 1)));
+  }
+  return settings;
+}
+
+std::string_view text_of(protocol::Bytes bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+}  // namespace
+
+// ---- statements ------------------------------------------------------------------------------
+
+Statement::~Statement() {
+  if (registry != nullptr) registry->forget(key);
+}
+
+std::shared_ptr<Statement> StatementRegistry::get(std::string key) {
+  const auto it = statements_.find(key);
+  if (it != statements_.end()) {
+    if (auto existing = it->second.lock()) return existing;
+  }
+  auto statement = std::make_shared<Statement>();
+  statement->id = next_id_++;
+  statement->server_name = "pgrelay_" + std::to_string(statement->id);
+  statement->key = key;
+  statement->registry = this;
+  statements_[std::move(key)] = statement;
+  return statement;
+}
+
+std::shared_ptr<Statement> StatementRegistry::protocol_statement(std::string_view query,
+                                                                 protocol::Bytes types) {
+  std::string key;
+  key.reserve(query.size() + types.size() + 2);
+  key.push_back('P');
+  key.append(query);
+  key.push_back('\0');
+  key.append(text_of(types));
+  auto statement = get(std::move(key));
+  if (statement->query.empty()) {
+    statement->query.assign(query);
+    statement->param_types.assign(types.begin(), types.end());
+  }
+  return statement;
+}
+
+std::shared_ptr<Statement> StatementRegistry::sql_statement(std::string_view rest) {
+  std::string key = "S";
+  key.append(rest);
+  auto statement = get(std::move(key));
+  if (statement->query.empty()) {
+    statement->query = "PREPARE " + statement->server_name + std::string(rest);
+  }
+  return statement;
+}
+
+// ---- login -----------------------------------------------------------------------------------
+
+awaitable<std::optional<protocol::ByteVector>> Session::read_auth_response(std::string_view what) {
+  std::array<std::uint8_t, protocol::kHeaderLength> header{};
+  auto [ec, n] = co_await client_read_exact(asio::buffer(header));
+  if (ec) {
+    close_reason_ = timed_out_ ? "login timed out" : "client left during authentication";
+    if (timed_out_) {
+      co_await send_fatal(sqlstate::kProtocolViolation,
+                          "authentication not completed within " +
+                              std::to_string(config_->limits.startup_timeout_ms) + " ms");
+    }
+    co_return std::nullopt;
+  }
+  const std::uint32_t length = protocol::read_u32(header.data() + 1);
+  if (header[0] != static_cast<std::uint8_t>(FrontendType::kPassword)) {
+    co_await send_fatal(sqlstate::kProtocolViolation,
+                        "expected " + std::string(what) + " response, got message type " +
+                            std::to_string(header[0]));
+    co_return std::nullopt;
+  }
+  if (length < 4 || length > kMaxAuthMessage) {
+    co_await send_fatal(sqlstate::kProtocolViolation, "invalid message length");
+    co_return std::nullopt;
+  }
+  protocol::ByteVector body(length - 4);
+  std::tie(ec, n) = co_await client_read_exact(asio::buffer(body));
+  if (ec) {
+    close_reason_ = "client left during authentication";
+    co_return std::nullopt;
+  }
+  co_return body;
+}
+
+awaitable<bool> Session::authenticate_client() {
+  const auto secrets = shared_.secrets.load();
+  const auth::Secret* secret = secrets ? secrets->find(user_) : nullptr;
+  switch (config_->auth.method) {
+    case config::AuthMethod::kTrust:
+      if (secret != nullptr) {
+        if (const auto* plain = std::get_if<auth::PlainSecret>(secret)) {
+          if (!plain->password.empty()) credential_ = *plain;
+        } else if (const auto* md5 = std::get_if<auth::Md5Secret>(secret)) {
+          credential_ = *md5;
+        }
+      }
+      co_return true;
+    case config::AuthMethod::kMd5:
+      // As in PostgreSQL, "md5" uses SCRAM for a user whose secret is a SCRAM verifier.
+      if (secret != nullptr && std::holds_alternative<auth::ScramVerifier>(*secret)) {
+        co_return co_await authenticate_scram(secret);
+      }
+      co_return co_await authenticate_md5(secret);
+    case config::AuthMethod::kScramSha256:
+      co_return co_await authenticate_scram(secret);
+  }
+  co_return false;
+}
+
+awaitable<bool> Session::authenticate_scram(const auth::Secret* secret) {
+  const auto secrets = shared_.secrets.load();
+  const auth::ScramVerifier* verifier = secrets ? secrets->scram_verifier(user_) : nullptr;
+  // Unknown users, md5-only users and empty passwords go through the same exchange against a
+  // verifier nothing matches, so they cannot be told apart from a wrong password.
+  const bool doomed = verifier == nullptr;
+  const auth::ScramVerifier mock = doomed ? auth::mock_scram_verifier(user_) : auth::ScramVerifier{};
+  const auth::ScramVerifier& used = doomed ? mock : *verifier;
+
+  const bool plus = tls_.has_value() && shared_.tls_end_point.has_value();
+  out_.clear();
+  if (plus) {
+    const std::string_view mechanisms[] = {auth::kScramSha256PlusName, auth::kScramSha256Name};
+    protocol::append_authentication_sasl(out_, mechanisms);
+  } else {
+    const std::string_view mechanisms[] = {auth::kScramSha256Name};
+    protocol::append_authentication_sasl(out_, mechanisms);
+  }
+  auto [ec, n] = co_await client_write(asio::buffer(out_));
+  if (ec) co_return false;
+
+  auto initial = co_await read_auth_response("SASL");
+  if (!initial) co_return false;
+  const auto response = protocol::parse_sasl_initial_response(*initial);
+  if (!response || !response->has_data) {
+    co_await send_fatal(sqlstate::kProtocolViolation, "malformed SASL message");
+    co_return false;
+  }
+  const auto mechanism = auth::parse_scram_mechanism(response->mechanism);
+  if (!mechanism || (*mechanism == auth::ScramMechanism::kSha256Plus && !plus)) {
+    co_await send_fatal(sqlstate::kProtocolViolation,
+                        "client selected an invalid SASL authentication mechanism");
+    co_return false;
+  }
+  auto nonce = auth::generate_scram_nonce();
+  if (!nonce) {
+    co_await send_fatal(sqlstate::kInternalError, "could not generate random nonce");
+    co_return false;
+  }
+  auth::ChannelBinding binding;
+  if (plus) binding.tls_server_end_point = shared_.tls_end_point;
+  auth::ScramServer server(used, std::move(*nonce), binding, *mechanism);
+  auto first = server.handle_client_first(response->data);
+  if (auto* error = std::get_if<auth::ScramError>(&first)) {
+    co_await send_fatal(error->sqlstate, error->message);
+    co_return false;
+  }
+  out_.clear();
+  protocol::append_authentication(out_, protocol::AuthCode::kSaslContinue,
+                                  std::get<std::string>(first));
+  std::tie(ec, n) = co_await client_write(asio::buffer(out_));
+  if (ec) co_return false;
+
+  auto final_message = co_await read_auth_response("SASL");
+  if (!final_message) co_return false;
+  auto result = server.handle_client_final(text_of(*final_message));
+  if (auto* error = std::get_if<auth::ScramError>(&result)) {
+    if (error->kind == auth::ScramErrorKind::kWrongPassword) {
+      close_reason_ = "authentication failed";
+      co_await send_fatal(sqlstate::kInvalidPassword,
+                          "password authentication failed for user \"" + user_ + "\"");
+    } else {
+      co_await send_fatal(error->sqlstate, error->message);
+    }
+    co_return false;
+  }
+  if (doomed) {
+    close_reason_ = "authentication failed";
+    co_await send_fatal(sqlstate::kInvalidPassword,
+                        "password authentication failed for user \"" + user_ + "\"");
+    co_return false;
+  }
+  const auto& success = std::get<auth::ScramSuccess>(result);
+  out_.clear();
+  protocol::append_authentication(out_, protocol::AuthCode::kSaslFinal, success.server_final);
+  std::tie(ec, n) = co_await client_write(asio::buffer(out_));
+  if (ec) co_return false;
+  if (const auto* plain = secret != nullptr ? std::get_if<auth::PlainSecret>(secret) : nullptr) {
+    credential_ = *plain;
+  } else {
+    credential_ = auth::ScramClientKeys{success.client_key, used.server_key};
+  }
+  co_return true;
+}
+
+awaitable<bool> Session::authenticate_md5(const auth::Secret* secret) {
+  const auto salt = auth::generate_md5_salt();
+  if (!salt) {
+    co_await send_fatal(sqlstate::kInternalError, "could not generate random salt");
+    co_return false;
+  }
+  out_.clear();
+  protocol::append_authentication(
+      out_, protocol::AuthCode::kMd5Password,
+      std::string_view(reinterpret_cast<const char*>(salt->data()), salt->size()));
+  auto [ec, n] = co_await client_write(asio::buffer(out_));
+  if (ec) co_return false;
+  auto response = co_await read_auth_response("password");
+  if (!response) co_return false;
+  std::size_t pos = 0;
+  std::string_view password;
+  if (!protocol::read_cstring(*response, pos, password) || pos != response->size()) {
+    co_await send_fatal(sqlstate::kProtocolViolation, "invalid password packet size");
+    co_return false;
+  }
+  std::string stored;
+  if (secret != nullptr) {
+    if (const auto* plain = std::get_if<auth::PlainSecret>(secret)) stored = plain->password;
+    if (const auto* md5 = std::get_if<auth::Md5Secret>(secret)) stored = md5->hash;
+  }
+  // Unknown users are checked against a stand-in secret so the work done is the same.
+  const bool known = !stored.empty();
+  const bool ok = auth::md5_check_response(known ? stored : std::string("pgrelay-unknown-user"),
+                                           user_, *salt, password);
+  if (!ok || !known) {
+    close_reason_ = "authentication failed";
+    co_await send_fatal(sqlstate::kInvalidPassword,
+                        "password authentication failed for user \"" + user_ + "\"");
+    co_return false;
+  }
+  if (const auto* plain = std::get_if<auth::PlainSecret>(secret)) {
+    credential_ = *plain;
+  } else {
+    credential_ = std::get<auth::Md5Secret>(*secret);
+  }
+  co_return true;
+}
+
+awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_login) {
+  const auto& cfg = *config_;
+  const auto start = std::chrono::steady_clock::now();
+  const auto primary_deadline = start + std::chrono::milliseconds(cfg.routing.primary_wait_ms);
+  while (true) {
+    const auto topology = shared_.monitor->topology();
+    const auto* primary = topology->primary_node();
+    if (primary != nullptr) {
+      if (server_pool_ == nullptr || server_pool_backend_ != topology->primary) {
+        pool::PoolLimits limits;
+        const auto workers = std::max<std::size_t>(1, shared_.stats->workers().size());
+        limits.max_size = std::max<std::uint32_t>(
+            1, static_cast<std::uint32_t>((cfg.pool.max_size + workers - 1) / workers));
+        limits.min_idle = static_cast<std::uint32_t>((cfg.pool.min_idle + workers - 1) / workers);
+        limits.idle_timeout = std::chrono::milliseconds(cfg.pool.idle_timeout_ms);
+        limits.lifetime = std::chrono::milliseconds(cfg.pool.lifetime_ms);
+        limits.connect_timeout = std::chrono::milliseconds(cfg.limits.connect_timeout_ms);
+        pool::BackendAddress address{topology->primary, primary->name, primary->host,
+                                     primary->port};
+        server_pool_ = &worker_.pools->get(address, database_, user_, limits);
+        server_pool_backend_ = topology->primary;
+        server_pool_->set_credential(credential_);
+      } else if (for_login) {
+        server_pool_->set_credential(credential_);
+      }
+      auto result = co_await server_pool_->acquire(
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.pool.acquire_timeout_ms));
+      if (closing_) {
+        if (auto* conn = std::get_if<pool::ServerPtr>(&result)) {
+          server_pool_->release(std::move(*conn), true);
+        }
+        co_return pool::AcquireError{std::string(sqlstate::kAdminShutdown), "closing", {}, false};
+      }
+      if (auto* conn = std::get_if<pool::ServerPtr>(&result)) {
+        server_conn_ = std::move(*conn);
+        ++attachment_;
+        backend_index_ = server_conn_->backend;
+        backend_name_ = server_conn_->backend_name;
+        backend_host_ = server_conn_->host;
+        backend_port_ = server_conn_->port;
+        server_status_ = TransactionStatus::kIdle;
+        server_skipping_ = false;
+        if (client_key_) {
+          shared_.cancels.update(*client_key_,
+                                 CancelTarget{server_conn_->host, server_conn_->port,
+                                              server_conn_->key});
+        }
+        co_return std::nullopt;
+      }
+      auto error = std::get<pool::AcquireError>(std::move(result));
+      if (error.from_backend || error.sqlstate != sqlstate::kConnectionFailure) co_return error;
+      // The primary did not answer: maybe it is failing over. Ask the monitor and wait.
+      shared_.monitor->request_probe();
+      if (std::chrono::steady_clock::now() >= primary_deadline) co_return error;
+    } else if (std::chrono::steady_clock::now() >= primary_deadline) {
+      co_return pool::AcquireError{std::string(sqlstate::kCannotConnectNow),
+                                   "no primary server is available (waited " +
+                                       std::to_string(cfg.routing.primary_wait_ms) + " ms)",
+                                   "no backend is known to be the primary", false};
+    }
+    timer_.expires_after(kPrimaryPoll);
+    co_await timer_.async_wait(kNoThrow);
+    if (closing_ || timed_out_) {
+      co_return pool::AcquireError{std::string(sqlstate::kAdminShutdown), "closing", {}, false};
+    }
+  }
+}
+
+awaitable<std::optional<std::string>> Session::exchange(std::string_view sql) {
+  // A synchronous round trip on the attached connection (login, reset): send one Query and
+  // read up to ReadyForQuery, recording ParameterStatus. Returns the first error's message.
+  protocol::ByteVector query;
+  protocol::append_query(query, sql);
+  auto& socket = server_conn_->socket;
+  auto [ec, n] = co_await asio::async_write(socket, asio::buffer(query), kNoThrow);
+  if (ec) co_return "write failed: " + ec.message();
+  protocol::ByteVector buffer(4096);
+  std::size_t begin = 0;
+  std::size_t end = 0;
+  std::optional<std::string> error;
+  while (true) {
+    const protocol::Bytes available(buffer.data() + begin, end - begin);
+    const auto frame = protocol::decode_frame<BackendType>(available, 1024 * 1024);
+    if (frame.status == protocol::FrameStatus::kMalformed) co_return "malformed reply";
+    if (frame.status == protocol::FrameStatus::kNeedMore) {
+      if (begin > 0) {
+        std::copy(buffer.begin() + static_cast<std::ptrdiff_t>(begin),
+                  buffer.begin() + static_cast<std::ptrdiff_t>(end), buffer.begin());
+        end -= begin;
+        begin = 0;
+      }
+      if (end >= protocol::kHeaderLength && frame.header.total_length() > buffer.size()) {
+        buffer.resize(frame.header.total_length());
+      }
+      std::tie(ec, n) = co_await socket.async_read_some(
+          asio::buffer(buffer.data() + end, buffer.size() - end), kNoThrow);
+      if (ec) co_return "connection lost: " + ec.message();
+      end += n;
+      continue;
+    }
+    const auto body = available.subspan(protocol::kHeaderLength, frame.header.body_length());
+    begin += frame.header.total_length();
+    switch (frame.header.type) {
+      case BackendType::kParameterStatus:
+        if (const auto status = protocol::parse_parameter_status(body)) {
+          server_conn_->reported.set(status->name, status->value);
+        }
+        break;
+      case BackendType::kErrorResponse:
+        if (!error) {
+          const auto fields = protocol::parse_error_fields(body);
+          error = fields ? std::string(fields->message) : std::string("error");
+        }
+        break;
+      case BackendType::kReadyForQuery: {
+        server_status_ = protocol::parse_ready_for_query(body).value_or(server_status_);
+        if (begin != end) co_return "unexpected data after ReadyForQuery";
+        co_return error;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
+  if (auto error = co_await acquire_server(true)) {
+    close_reason_ = "no server connection";
+    worker_.counters->login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_await send_fatal(error->sqlstate, error->message, error->detail);
+    co_return false;
+  }
+  // The client's startup parameters become its session state.
+  std::vector<std::pair<std::string, std::string>> wanted;
+  for (const auto& [name, value] : startup.parameters) {
+    if (name == "user" || name == "database" || name == "replication" || name.starts_with("_pq_.")) {
+      continue;
+    }
+    if (name == "options") {
+      for (auto& setting : parse_options(value)) wanted.push_back(std::move(setting));
+      continue;
+    }
+    wanted.emplace_back(name, value);
+  }
+  std::string sql;
+  auto add_set = [&sql](std::string_view name, std::string_view value) {
+    sql += sql.empty() ? "SELECT " : ", ";
+    sql += "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) + ", false)";
+  };
+  auto& server = *server_conn_;
+  client_set_.clear();
+  // Reported parameters: the client's value, else what this connection had at its login.
+  for (auto name : kReportedSettable) {
+    const auto it = std::find_if(wanted.begin(), wanted.end(),
+                                 [&](const auto& w) { return iequals(w.first, name); });
+    const std::string* current = server.reported.find(name);
+    if (it != wanted.end()) {
+      if (current == nullptr || *current != it->second) add_set(name, it->second);
+    }
+  }
+  for (const auto& [name, value] : wanted) {
+    if (is_reported(name)) continue;
+    client_set_.set(name, value);
+  }
+  for (const auto& [name, value] : client_set_.items()) {
+    const std::string* current = server.set_values.find(name);
+    if (current == nullptr || *current != value) add_set(name, value);
+  }
+  std::string resets;
+  for (const auto& [name, value] : server.set_values.items()) {
+    if (client_set_.find(name) == nullptr) resets += "RESET " + quote_guc_name(name) + ";";
+  }
+  // Reported parameters another client changed on this connection go back to its defaults.
+  bool needs_reset_reported = server.last_client != 0 && server.last_client != id_;
+  if (!sql.empty() || !resets.empty() || needs_reset_reported) {
+    std::string text;
+    if (needs_reset_reported) {
+      for (auto name : kReportedSettable) {
+        const bool mine = std::any_of(wanted.begin(), wanted.end(),
+                                      [&](const auto& w) { return iequals(w.first, name); });
+        if (!mine && name != "default_transaction_read_only") {
+          text += "RESET " + std::string(name) + ";";
+        }
+      }
+    }
+    text += resets;
+    if (!sql.empty()) text += sql;
+    if (auto error = co_await exchange(text)) {
+      // A startup parameter the server rejects fails the login, as it would without pgrelay.
+      close_reason_ = "startup parameter refused";
+      const bool lost = error->starts_with("connection lost") || error->starts_with("write");
+      detach(false);
+      co_await send_fatal(lost ? sqlstate::kConnectionFailure : "42704",
+                          lost ? "lost the connection to backend \"" + backend_name_ + "\""
+                               : *error);
+      co_return false;
+    }
+    server.set_values = client_set_;
+  }
+  client_reported_ = server.reported;
+  server.last_client = id_;
+  server.last_client_version = params_version_;
+
+  client_key_ = shared_.cancels.add(CancelTarget{server.host, server.port, server.key});
+  out_.clear();
+  protocol::append_authentication(out_, protocol::AuthCode::kOk);
+  for (const auto& [name, value] : client_reported_.items()) {
+    protocol::append_parameter_status(out_, name, value);
+  }
+  protocol::append_backend_key_data(out_, *client_key_);
+  protocol::append_ready_for_query(out_, TransactionStatus::kIdle);
+  auto [ec, n] = co_await client_write(asio::buffer(out_));
+  if (ec) {
+    detach(true);
+    co_return false;
+  }
+  logged_in_ = true;
+  if (transaction_mode_) detach(true);
+  co_return true;
+}
+
+awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
+  pooled_ = true;
+  transaction_mode_ = config_->pool.mode == config::PoolMode::kTransaction;
+  if (user_.empty()) {
+    co_await send_fatal(sqlstate::kInvalidAuthorizationSpecification,
+                        "no PostgreSQL user name specified in startup packet");
+    watchdog_.cancel();
+    co_return;
+  }
+  const bool authenticated = co_await authenticate_client();
+  if (!authenticated) {
+    watchdog_.cancel();
+    worker_.counters->login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("c{}: authentication of user={} database={} from {} failed", id_, user_,
+                 database_, peer_);
+    co_return;
+  }
+  const bool logged_in = co_await pooled_login(startup);
+  watchdog_.cancel();
+  if (!logged_in) co_return;
+  shared_.stats->backend(static_cast<std::size_t>(server_pool_backend_))
+      .routed_write.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("c{}: login user={} database={} from {} ({} mode, {}){}", id_, user_, database_,
+               peer_, transaction_mode_ ? "transaction" : "session",
+               config::to_string(config_->auth.method), tls_ ? " tls" : "");
+  if (stopping_) request_stop();
+  co_await pooled_client_loop();
+  co_await end_pooled();
+}
+
+awaitable<void> Session::end_pooled() {
+  if (server_conn_) {
+    if (!transaction_mode_ && idle() && !final_error_) {
+      // Session mode: clean the connection for the next client.
+      const auto& reset = config_->pool.reset_query;
+      bool clean = true;
+      if (!reset.empty()) {
+        const auto error = co_await exchange(reset);
+        clean = !error && server_status_ == TransactionStatus::kIdle;
+        if (error) spdlog::warn("c{}: reset query failed: {}", id_, *error);
+      }
+      if (clean) {
+        server_conn_->set_values.clear();
+        server_conn_->prepared.clear();
+      }
+      detach(clean);
+    } else {
+      detach(idle());
+    }
+  }
+  if (final_error_) co_await send_fatal(final_error_->sqlstate, final_error_->message);
+  error_code ignored;
+  if (tls_) {
+    timer_.expires_after(1s);
+    co_await (tls_->async_shutdown(kNoThrow) || timer_.async_wait(kNoThrow));
+  }
+  client_.close(ignored);
+  const auto seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+  spdlog::info("c{}: closed ({}) after {:.3f} s", id_,
+               close_reason_.empty() ? "client closed" : close_reason_, seconds);
+}
+
+// ---- relay: client to server -----------------------------------------------------------------
+
+void Session::push_slot(SlotKind kind, SlotPurpose purpose, std::uint64_t id) {
+  Slot slot;
+  slot.kind = kind;
+  slot.purpose = purpose;
+  slot.id = id;
+  slots_.push_back(std::move(slot));
+}
+
+void Session::add_passthrough(std::size_t begin, std::size_t length) {
+  if (length == 0) return;
+  if (!c2s_segments_.empty() && !c2s_segments_.back().extra &&
+      c2s_segments_.back().offset + c2s_segments_.back().length == begin) {
+    c2s_segments_.back().length += length;
+    return;
+  }
+  c2s_segments_.push_back({false, begin, length});
+}
+
+awaitable<void> Session::pooled_client_loop() {
+  c2s_buffer_.resize(kClientBufferSize);
+  s2c_buffer_.resize(kServerBufferSize);
+  c2s_begin_ = c2s_end_ = 0;
+  if (server_conn_) attach_started();
+  while (!closing_) {
+    if (c2s_end_ == c2s_buffer_.size()) {
+      // process_client_messages() grows the buffer for a message that needs its whole body.
+      c2s_buffer_.resize(c2s_buffer_.size() * 2);
+    }
+    auto [ec, n] = co_await client_read_some(
+        asio::buffer(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_));
+    if (ec) {
+      stop_relay(timed_out_ || closing_ ? "" : "client disconnected");
+      break;
+    }
+    c2s_end_ += n;
+    if (stopping_ && !server_conn_) {
+      set_final_error(sqlstate::kAdminShutdown,
+                      "terminating connection due to administrator command");
+      stop_relay("server shutting down");
+      break;
+    }
+    const bool was_idle = slots_.empty();
+    if (!server_conn_) {
+      // A lone Terminate needs no server.
+      if (c2s_end_ - c2s_begin_ >= protocol::kHeaderLength &&
+          c2s_buffer_[c2s_begin_] == static_cast<std::uint8_t>(FrontendType::kTerminate)) {
+        client_terminated_ = true;
+        stop_relay("client closed");
+        break;
+      }
+      if (auto error = co_await acquire_server(false)) {
+        if (!closing_) {
+          set_final_error(error->sqlstate, error->message);
+          spdlog::info("c{}: {}", id_, error->message);
+          stop_relay("no server connection");
+        }
+        break;
+      }
+      attach_started();
+    }
+    c2s_segments_.clear();
+    c2s_extra_.clear();
+    process_client_messages();
+    if (closing_) break;
+    if (was_idle && !slots_.empty()) request_started_ = std::chrono::steady_clock::now();
+    // Gather and send.
+    c2s_iov_.clear();
+    for (const auto& segment : c2s_segments_) {
+      const auto* base = segment.extra ? c2s_extra_.data() : c2s_buffer_.data();
+      c2s_iov_.emplace_back(base + segment.offset, segment.length);
+    }
+    if (!c2s_iov_.empty() && server_conn_) {
+      c2s_writing_ = true;
+      const auto attachment = attachment_;
+      std::tie(ec, n) = co_await asio::async_write(server_conn_->socket, c2s_iov_, kNoThrow);
+      c2s_writing_ = false;
+      if (ec || attachment != attachment_) {
+        if (!closing_ && attachment == attachment_) {
+          set_final_error(sqlstate::kConnectionFailure,
+                          "lost the connection to backend \"" + backend_name_ + "\"");
+          stop_relay("backend connection lost");
+        }
+        break;
+      }
+    }
+    // Keep an incomplete message for the next read.
+    if (c2s_begin_ == c2s_end_) {
+      c2s_begin_ = c2s_end_ = 0;
+    } else if (c2s_begin_ > 0) {
+      std::copy(c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_begin_),
+                c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_end_), c2s_buffer_.begin());
+      c2s_end_ -= c2s_begin_;
+      c2s_begin_ = 0;
+    }
+    if (client_terminated_) {
+      stop_relay("client closed");
+      break;
+    }
+    maybe_release();
+  }
+}
+
+void Session::attach_started() {
+  // The server reader of this attachment.
+  asio::co_spawn(
+      client_.get_executor(),
+      [self = shared_from_this(), attachment = attachment_]() -> awaitable<void> {
+        try {
+          co_await self->server_reader(attachment);
+        } catch (const std::exception& e) {
+          spdlog::error("c{}: internal error: {}", self->id_, e.what());
+          self->stop_relay("internal error");
+        }
+      },
+      asio::detached);
+  if (!transaction_mode_) return;
+  // Bring the connection to the client's parameters (pipelined before the client's messages).
+  auto& server = *server_conn_;
+  if (server.last_client == id_ && server.last_client_version == params_version_) return;
+  c2s_segments_.clear();
+  c2s_extra_.clear();
+  append_param_sync();
+  server.last_client = id_;
+  server.last_client_version = params_version_;
+  if (c2s_extra_.empty()) return;
+  // Sent now, ahead of the client's messages (nothing else is on the wire yet).
+  error_code ec;
+  server.socket.non_blocking(true, ec);
+  const auto sent = server.socket.send(asio::buffer(c2s_extra_), 0, ec);
+  if (ec || sent != c2s_extra_.size()) {
+    set_final_error(sqlstate::kConnectionFailure,
+                    "lost the connection to backend \"" + backend_name_ + "\"");
+    stop_relay("backend connection lost");
+  }
+  c2s_extra_.clear();
+}
+
+void Session::append_param_sync() {
+  auto& server = *server_conn_;
+  std::string sets;
+  auto add_set = [&sets](std::string_view name, std::string_view value) {
+    sets += sets.empty() ? "SELECT " : ", ";
+    sets += "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) +
+            ", false)";
+  };
+  for (auto name : kReportedSettable) {
+    const std::string* want = client_reported_.find(name);
+    const std::string* have = server.reported.find(name);
+    if (want != nullptr && (have == nullptr || *have != *want)) add_set(name, *want);
+  }
+  for (const auto& [name, value] : client_set_.items()) {
+    const std::string* have = server.set_values.find(name);
+    if (have == nullptr || *have != value) add_set(name, value);
+  }
+  std::string resets;
+  for (const auto& [name, value] : server.set_values.items()) {
+    if (client_set_.find(name) == nullptr) resets += "RESET " + quote_guc_name(name) + ";";
+  }
+  if (sets.empty() && resets.empty()) return;
+  protocol::append_query(c2s_extra_, resets + sets);
+  push_slot(SlotKind::kQuery, SlotPurpose::kParamSync);
+  server.set_values = client_set_;
+}
+
+void Session::process_client_messages() {
+  const std::uint32_t max_length = config_->limits.max_message_bytes;
+  while (true) {
+    const std::size_t available = c2s_end_ - c2s_begin_;
+    if (c2s_stream_left_ > 0) {
+      const std::size_t n = std::min(c2s_stream_left_, available);
+      add_passthrough(c2s_begin_, n);
+      c2s_begin_ += n;
+      c2s_stream_left_ -= n;
+      if (c2s_stream_left_ > 0) return;
+      continue;
+    }
+    if (available < protocol::kHeaderLength) return;
+    const auto* start = c2s_buffer_.data() + c2s_begin_;
+    const auto type = static_cast<FrontendType>(start[0]);
+    const std::uint32_t length = protocol::read_u32(start + 1);
+    std::string error(protocol::check_header(length, max_length));
+    if (error.empty() && !protocol::is_known(type)) {
+      error = "invalid frontend message type " + std::to_string(start[0]);
+    } else if (!error.empty()) {
+      error = "invalid frontend message: " + error;
+    }
+    if (!error.empty()) {
+      set_final_error(sqlstate::kProtocolViolation, error);
+      worker_.counters->protocol_errors_total.fetch_add(1, std::memory_order_relaxed);
+      stop_relay("protocol violation by the client");
+      return;
+    }
+    const std::size_t total = std::size_t{length} + 1;
+    if (available >= total) {
+      const protocol::Bytes message(start, total);
+      if (!handle_client_message(type, message)) add_passthrough(c2s_begin_, total);
+      c2s_begin_ += total;
+      if (closing_ || client_terminated_) return;
+      continue;
+    }
+    // Incomplete. Messages whose body pgrelay reads wait for the rest; others stream.
+    const bool needs_body =
+        type == FrontendType::kDescribe || type == FrontendType::kClose ||
+        (transaction_mode_ && !pinned_ &&
+         (type == FrontendType::kQuery || type == FrontendType::kParse ||
+          type == FrontendType::kBind));
+    if (needs_body) {
+      // Wait for the rest: the loop moves it to the front of the buffer and grows the buffer
+      // while it is full (up to max_message_bytes, checked above).
+      return;
+    }
+    // Stream the header now (slot bookkeeping) and the body as it comes.
+    handle_client_message(type, protocol::Bytes(start, protocol::kHeaderLength));
+    add_passthrough(c2s_begin_, available);
+    c2s_stream_left_ = total - available;
+    c2s_begin_ = c2s_end_;
+    return;
+  }
+}
+
+bool Session::handle_client_message(FrontendType type, protocol::Bytes message) {
+  // Returns true when the message was written to the extra buffer (rewritten or dropped);
+  // false to pass it through as it is. `message` may be just the header (streamed types).
+  const auto body = message.subspan(std::min(message.size(), protocol::kHeaderLength));
+  if (server_skipping_ && type != FrontendType::kSync && type != FrontendType::kQuery &&
+      type != FrontendType::kTerminate) {
+    return false;  // the server skips it after an error: nothing to track
+  }
+  switch (type) {
+    case FrontendType::kQuery:
+      if (transaction_mode_ && !pinned_) {
+        const auto sql = protocol::parse_query(body);
+        if (sql) {
+          handle_query(message, *sql);
+          return true;
+        }
+      }
+      push_slot(SlotKind::kQuery);
+      return false;
+    case FrontendType::kParse:
+      if (transaction_mode_ && !pinned_) {
+        handle_parse(message);
+        return true;
+      }
+      push_slot(SlotKind::kParse);
+      return false;
+    case FrontendType::kBind:
+      if (transaction_mode_ && !pinned_) {
+        const auto bind = protocol::parse_bind_prefix(body);
+        if (bind && !bind->statement.empty()) {
+          const auto it = statements_.find(std::string(bind->statement));
+          if (it != statements_.end()) {
+            ensure_prepared(*it->second, false);
+            add_extra_start();
+            protocol::append_bind(c2s_extra_, bind->portal, it->second->server_name, bind->rest);
+            add_extra_end();
+            push_slot(SlotKind::kBind);
+            return true;
+          }
+        }
+      }
+      push_slot(SlotKind::kBind);
+      return false;
+    case FrontendType::kDescribe: {
+      const auto target = protocol::parse_target(body);
+      const bool statement = target && target->kind == 'S';
+      if (statement && transaction_mode_ && !pinned_ && !target->name.empty()) {
+        const auto it = statements_.find(std::string(target->name));
+        if (it != statements_.end()) {
+          ensure_prepared(*it->second, false);
+          add_extra_start();
+          protocol::append_target(c2s_extra_, 'D', 'S', it->second->server_name);
+          add_extra_end();
+          push_slot(SlotKind::kDescribeStatement);
+          return true;
+        }
+      }
+      push_slot(statement ? SlotKind::kDescribeStatement : SlotKind::kDescribePortal);
+      return false;
+    }
+    case FrontendType::kClose: {
+      const auto target = protocol::parse_target(body);
+      if (target && target->kind == 'S' && transaction_mode_ && !pinned_ &&
+          !target->name.empty()) {
+        const auto it = statements_.find(std::string(target->name));
+        if (it != statements_.end()) {
+          // The server copy stays for other clients and later use; the client's name goes.
+          statements_.erase(it);
+          add_extra_start();
+          protocol::append_target(c2s_extra_, 'C', 'S', kNoStatement);
+          add_extra_end();
+          push_slot(SlotKind::kClose);
+          return true;
+        }
+      }
+      push_slot(SlotKind::kClose);
+      return false;
+    }
+    case FrontendType::kExecute:
+      push_slot(SlotKind::kExecute);
+      return false;
+    case FrontendType::kSync:
+      server_skipping_ = false;
+      push_slot(SlotKind::kSync);
+      return false;
+    case FrontendType::kFunctionCall:
+      push_slot(SlotKind::kFunctionCall);
+      return false;
+    case FrontendType::kTerminate:
+      client_terminated_ = true;
+      return true;  // not forwarded: the server connection goes back to the pool
+    default:
+      return false;  // Flush, CopyData, CopyDone, CopyFail
+  }
+}
+
+void Session::handle_query(protocol::Bytes message, std::string_view sql) {
+  const auto effects = sql::analyze_session_effects(sql);
+  if (effects.empty()) {
+    push_slot(SlotKind::kQuery);
+    add_passthrough(static_cast<std::size_t>(message.data() - c2s_buffer_.data()), message.size());
+    return;
+  }
+  auto& server = *server_conn_;
+  if (effects.pin != sql::PinReason::kNone) {
+    pinned_ = true;
+    worker_.counters->pinned_total.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("c{}: pinned to its server connection ({})", id_, sql::to_string(effects.pin));
+  }
+  for (const auto& name : effects.params) {
+    if (is_reported(name)) continue;
+    if (std::find(readback_.begin(), readback_.end(), name) == readback_.end()) {
+      readback_.push_back(name);
+    }
+  }
+  if (effects.reset_all) {
+    for (const auto& [name, value] : client_set_.items()) {
+      if (std::find(readback_.begin(), readback_.end(), name) == readback_.end()) {
+        readback_.push_back(name);
+      }
+    }
+  }
+  // SQL-level prepared statements: rename to pgrelay's names, prepare where missing.
+  struct Rename {
+    std::uint32_t begin;
+    std::uint32_t end;
+    std::string name;
+  };
+  std::vector<Rename> renames;
+  std::vector<std::string> prepared_names;
+  if (!pinned_) {
+    for (const auto& prepare : effects.prepares) {
+      // The statement's text after the name, up to the end of the statement.
+      sql::Lexer lexer(sql.substr(prepare.end));
+      std::uint32_t stop = static_cast<std::uint32_t>(sql.size() - prepare.end);
+      for (auto token = lexer.next(); token.kind != sql::TokenKind::kEnd; token = lexer.next()) {
+        if (token.kind == sql::TokenKind::kPunctuation && token.text(lexer.sql()) == ";") {
+          stop = token.begin;
+          break;
+        }
+      }
+      auto statement = worker_.statements.sql_statement(sql.substr(prepare.end, stop));
+      renames.push_back({prepare.begin, prepare.end, statement->server_name});
+      prepared_names.push_back(prepare.name);
+      sql_statements_[prepare.name] = statement;
+    }
+    for (const auto& execute : effects.executes) {
+      const auto it = sql_statements_.find(execute.name);
+      if (it == sql_statements_.end()) continue;
+      renames.push_back({execute.begin, execute.end, it->second->server_name});
+    }
+    for (const auto& deallocate : effects.deallocates) {
+      const auto it = sql_statements_.find(deallocate.name);
+      if (it == sql_statements_.end()) continue;
+      renames.push_back({deallocate.begin, deallocate.end, it->second->server_name});
+    }
+  }
+  // Internal messages go before the client's query.
+  const std::size_t extra_start = c2s_extra_.size();
+  if (!pinned_) {
+    for (const auto& prepare : effects.prepares) {
+      const auto& statement = sql_statements_[prepare.name];
+      if (server.prepared.contains(statement->id)) {
+        protocol::append_query(c2s_extra_, "DEALLOCATE " + statement->server_name);
+        push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
+        server.prepared.erase(statement->id);
+      }
+    }
+    for (const auto& execute : effects.executes) {
+      const auto it = sql_statements_.find(execute.name);
+      if (it != sql_statements_.end()) ensure_prepared(*it->second, true);
+    }
+    for (const auto& deallocate : effects.deallocates) {
+      const auto it = sql_statements_.find(deallocate.name);
+      if (it == sql_statements_.end()) continue;
+      ensure_prepared(*it->second, true);
+      server.prepared.erase(it->second->id);
+      sql_statements_.erase(it);
+    }
+  }
+  if (effects.deallocate_all) {
+    statements_.clear();
+    sql_statements_.clear();
+    server.prepared.clear();
+  }
+  if (!effects.prepares.empty() && !pinned_) {
+    for (const auto& prepare : effects.prepares) {
+      server.prepared.insert(sql_statements_[prepare.name]->id,
+                             config_->pool.max_prepared_statements);
+    }
+  }
+  std::sort(renames.begin(), renames.end(),
+            [](const Rename& a, const Rename& b) { return a.begin < b.begin; });
+  if (renames.empty()) {
+    c2s_segments_.push_back({true, extra_start, c2s_extra_.size() - extra_start});
+    if (c2s_segments_.back().length == 0) c2s_segments_.pop_back();
+    add_passthrough(static_cast<std::size_t>(message.data() - c2s_buffer_.data()), message.size());
+  } else {
+    std::string rewritten;
+    rewritten.reserve(sql.size() + renames.size() * 16);
+    std::size_t pos = 0;
+    for (const auto& rename : renames) {
+      if (rename.begin < pos) continue;
+      rewritten.append(sql.substr(pos, rename.begin - pos));
+      rewritten.append(rename.name);
+      pos = rename.end;
+    }
+    rewritten.append(sql.substr(pos));
+    protocol::append_query(c2s_extra_, rewritten);
+    c2s_segments_.push_back({true, extra_start, c2s_extra_.size() - extra_start});
+  }
+  Slot slot;
+  slot.kind = SlotKind::kQuery;
+  if (!prepared_names.empty()) {
+    slot.purpose = SlotPurpose::kClientPrepares;
+    slot.names = std::move(prepared_names);
+  }
+  slots_.push_back(std::move(slot));
+}
+
+void Session::handle_parse(protocol::Bytes message) {
+  const auto parse = protocol::parse_parse(message.subspan(protocol::kHeaderLength));
+  const auto passthrough = [&] {
+    push_slot(SlotKind::kParse);
+    add_passthrough(static_cast<std::size_t>(message.data() - c2s_buffer_.data()), message.size());
+  };
+  if (!parse) {
+    passthrough();  // the server reports the malformed message
+    return;
+  }
+  const auto effects = sql::analyze_session_effects(parse->query);
+  if (effects.pin != sql::PinReason::kNone) {
+    pinned_ = true;
+    worker_.counters->pinned_total.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("c{}: pinned to its server connection ({})", id_, sql::to_string(effects.pin));
+  }
+  for (const auto& name : effects.params) {
+    if (!is_reported(name) &&
+        std::find(readback_.begin(), readback_.end(), name) == readback_.end()) {
+      readback_.push_back(name);
+    }
+  }
+  if (parse->statement.empty()) {
+    passthrough();
+    return;
+  }
+  auto& server = *server_conn_;
+  const std::string name(parse->statement);
+  if (statements_.contains(name)) {
+    // PostgreSQL refuses a second statement of the same name: let the server say so, with the
+    // same SQLSTATE and message, so the transaction fails exactly as it would.
+    const std::string message_text = "prepared statement \"" + name + "\" already exists";
+    std::string body = message_text;
+    std::string escaped;
+    for (char c : body) {
+      if (c == '\'') escaped.push_back('\'');
+      escaped.push_back(c);
+    }
+    add_extra_start();
+    protocol::append_parse(
+        c2s_extra_, "",
+        "DO $pgrelay$BEGIN RAISE EXCEPTION USING ERRCODE = '42P05', MESSAGE = '" + escaped +
+            "'; END$pgrelay$");
+    protocol::append_bind(c2s_extra_, "", "");
+    protocol::append_execute(c2s_extra_, "");
+    add_extra_end();
+    push_slot(SlotKind::kParse, SlotPurpose::kInternal);
+    push_slot(SlotKind::kBind, SlotPurpose::kInternal);
+    push_slot(SlotKind::kExecute);
+    return;
+  }
+  auto statement = worker_.statements.protocol_statement(parse->query, parse->param_types);
+  statements_[name] = statement;
+  add_extra_start();
+  if (server.prepared.contains(statement->id)) {
+    // Already there (another client's identical statement): prepare it again so the client
+    // gets a real ParseComplete in order.
+    protocol::append_target(c2s_extra_, 'C', 'S', statement->server_name);
+    push_slot(SlotKind::kClose, SlotPurpose::kInternal);
+  }
+  protocol::append_parse(c2s_extra_, statement->server_name, parse->query, parse->param_types);
+  add_extra_end();
+  Slot slot;
+  slot.kind = SlotKind::kParse;
+  slot.purpose = SlotPurpose::kClientParse;
+  slot.id = statement->id;
+  slot.name = name;
+  slots_.push_back(std::move(slot));
+  if (const auto evicted =
+          server.prepared.insert(statement->id, config_->pool.max_prepared_statements)) {
+    add_extra_start();
+    protocol::append_target(c2s_extra_, 'C', 'S', "pgrelay_" + std::to_string(*evicted));
+    add_extra_end();
+    push_slot(SlotKind::kClose, SlotPurpose::kInternal);
+  }
+}
+
+void Session::ensure_prepared(const Statement& statement, bool sql) {
+  auto& server = *server_conn_;
+  if (server.prepared.contains(statement.id)) {
+    server.prepared.touch(statement.id);
+    return;
+  }
+  add_extra_start();
+  if (sql) {
+    protocol::append_query(c2s_extra_, statement.query);
+    add_extra_end();
+    push_slot(SlotKind::kQuery, SlotPurpose::kInternalParse, statement.id);
+  } else {
+    protocol::append_parse(c2s_extra_, statement.server_name, statement.query,
+                           statement.param_types);
+    add_extra_end();
+    push_slot(SlotKind::kParse, SlotPurpose::kInternalParse, statement.id);
+  }
+  if (const auto evicted =
+          server.prepared.insert(statement.id, config_->pool.max_prepared_statements)) {
+    add_extra_start();
+    protocol::append_target(c2s_extra_, 'C', 'S', "pgrelay_" + std::to_string(*evicted));
+    add_extra_end();
+    push_slot(SlotKind::kClose, SlotPurpose::kInternal);
+  }
+}
+
+// ---- relay: server to client -----------------------------------------------------------------
+
+awaitable<void> Session::server_reader(std::uint64_t attachment) {
+  s2c_begin_ = s2c_end_ = 0;
+  s2c_stream_left_ = 0;
+  while (true) {
+    if (attachment != attachment_ || !server_conn_ || closing_) co_return;
+    if (s2c_end_ == s2c_buffer_.size()) s2c_buffer_.resize(s2c_buffer_.size() * 2);
+    auto [ec, n] = co_await server_conn_->socket.async_read_some(
+        asio::buffer(s2c_buffer_.data() + s2c_end_, s2c_buffer_.size() - s2c_end_), kNoThrow);
+    if (attachment != attachment_ || closing_) co_return;
+    if (ec) {
+      if (last_server_type_ != BackendType::kErrorResponse || s2c_begin_ != s2c_end_) {
+        set_final_error(sqlstate::kConnectionFailure,
+                        "lost the connection to backend \"" + backend_name_ + "\"");
+      }
+      spdlog::warn("c{}: connection to backend {} ({}:{}) lost: {}", id_, backend_name_,
+                   backend_host_, backend_port_, ec.message());
+      shared_.monitor->request_probe();
+      stop_relay("backend connection lost");
+      detach(false);
+      co_return;
+    }
+    s2c_end_ += n;
+    s2c_segments_.clear();
+    s2c_extra_.clear();
+    if (!process_server_messages()) {
+      stop_relay("protocol violation by the backend");
+      co_return;
+    }
+    s2c_iov_.clear();
+    for (const auto& segment : s2c_segments_) {
+      const auto* base = segment.extra ? s2c_extra_.data() : s2c_buffer_.data();
+      s2c_iov_.emplace_back(base + segment.offset, segment.length);
+    }
+    if (!s2c_iov_.empty()) {
+      s2c_writing_ = true;
+      std::tie(ec, n) = co_await (tls_ ? asio::async_write(*tls_, s2c_iov_, kNoThrow)
+                                       : asio::async_write(client_, s2c_iov_, kNoThrow));
+      s2c_writing_ = false;
+      if (ec) {
+        stop_relay(closing_ ? "" : "client disconnected");
+        co_return;
+      }
+    }
+    if (s2c_begin_ == s2c_end_) {
+      s2c_begin_ = s2c_end_ = 0;
+    } else if (s2c_begin_ > 0) {
+      std::copy(s2c_buffer_.begin() + static_cast<std::ptrdiff_t>(s2c_begin_),
+                s2c_buffer_.begin() + static_cast<std::ptrdiff_t>(s2c_end_), s2c_buffer_.begin());
+      s2c_end_ -= s2c_begin_;
+      s2c_begin_ = 0;
+    }
+    if (attachment != attachment_) co_return;
+    if (stopping_ && idle()) {
+      set_final_error(sqlstate::kAdminShutdown,
+                      "terminating connection due to administrator command");
+      stop_relay("server shutting down");
+      co_return;
+    }
+    maybe_release();
+    if (attachment != attachment_) co_return;
+  }
+}
+
+bool Session::process_server_messages() {
+  while (true) {
+    const std::size_t available = s2c_end_ - s2c_begin_;
+    if (s2c_stream_left_ > 0) {
+      const std::size_t n = std::min(s2c_stream_left_, available);
+      if (s2c_stream_forward_ && n > 0) {
+        auto& segments = s2c_segments_;
+        if (!segments.empty() && !segments.back().extra &&
+            segments.back().offset + segments.back().length == s2c_begin_) {
+          segments.back().length += n;
+        } else {
+          segments.push_back({false, s2c_begin_, n});
+        }
+      }
+      s2c_begin_ += n;
+      s2c_stream_left_ -= n;
+      if (s2c_stream_left_ > 0) return true;
+      continue;
+    }
+    if (available < protocol::kHeaderLength) return true;
+    const auto* start = s2c_buffer_.data() + s2c_begin_;
+    const auto type = static_cast<BackendType>(start[0]);
+    const std::uint32_t length = protocol::read_u32(start + 1);
+    if (length < 4) {
+      spdlog::warn("c{}: invalid message from backend {}", id_, backend_name_);
+      set_final_error(sqlstate::kProtocolViolation,
+                      "invalid message from backend \"" + backend_name_ + "\"");
+      return false;
+    }
+    const std::size_t total = std::size_t{length} + 1;
+    const bool complete = available >= total;
+    // Messages pgrelay must read whole: small ones it inspects, and everything of its own
+    // queries (swallowed). Rows, copy data and the like stream.
+    const bool internal = !slots_.empty() && slots_.front().internal();
+    const bool stream_ok = !internal && (type == BackendType::kDataRow ||
+                                         type == BackendType::kCopyData ||
+                                         type == BackendType::kRowDescription ||
+                                         type == BackendType::kNoticeResponse ||
+                                         type == BackendType::kNotificationResponse ||
+                                         type == BackendType::kFunctionCallResponse);
+    if (!complete && stream_ok) {
+      last_server_type_ = type;
+      s2c_stream_forward_ = true;
+      s2c_segments_.push_back({false, s2c_begin_, available});
+      s2c_stream_left_ = total - available;
+      s2c_begin_ = s2c_end_;
+      return true;
+    }
+    if (!complete) return true;  // the reader compacts and grows the buffer
+    const protocol::Bytes body(start + protocol::kHeaderLength, length - 4);
+    last_server_type_ = type;
+    const std::size_t extra_before = s2c_extra_.size();
+    const bool forward = handle_server_message(type, body);
+    if (closing_) return false;
+    if (s2c_extra_.size() > extra_before) {
+      s2c_segments_.push_back({true, extra_before, s2c_extra_.size() - extra_before});
+    }
+    if (forward) {
+      auto& segments = s2c_segments_;
+      if (!segments.empty() && !segments.back().extra &&
+          segments.back().offset + segments.back().length == s2c_begin_) {
+        segments.back().length += total;
+      } else {
+        segments.push_back({false, s2c_begin_, total});
+      }
+    }
+    s2c_begin_ += total;
+  }
+}
+
+void Session::undo_slot(const Slot& slot) {
+  // The server did not carry out (or refused) this message.
+  if (!server_conn_) return;
+  if (slot.purpose == SlotPurpose::kClientParse) {
+    server_conn_->prepared.erase(slot.id);
+    const auto it = statements_.find(slot.name);
+    if (it != statements_.end() && it->second->id == slot.id) statements_.erase(it);
+  } else if (slot.purpose == SlotPurpose::kInternalParse) {
+    server_conn_->prepared.erase(slot.id);
+  }
+}
+
+void Session::discard_until_sync() {
+  // After an error in the extended protocol the server skips everything up to Sync.
+  while (!slots_.empty() && slots_.front().kind != SlotKind::kSync) {
+    undo_slot(slots_.front());
+    slots_.pop_front();
+  }
+  if (slots_.empty()) server_skipping_ = true;
+}
+
+void Session::pop_slot() {
+  if (!slots_.empty()) slots_.pop_front();
+}
+
+bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
+  // Returns true to relay the message to the client.
+  if (slots_.empty()) {
+    switch (type) {
+      case BackendType::kNoticeResponse:
+      case BackendType::kNotificationResponse:
+      case BackendType::kParameterStatus:
+        break;
+      case BackendType::kErrorResponse:
+        // A FATAL at idle (the server is shutting down, idle_session_timeout): relay it.
+        return true;
+      default:
+        spdlog::warn("c{}: unexpected message '{}' from backend {}", id_, static_cast<char>(type),
+                     backend_name_);
+        set_final_error(sqlstate::kProtocolViolation,
+                        "unexpected message from backend \"" + backend_name_ + "\"");
+        stop_relay("protocol violation by the backend");
+        return false;
+    }
+  }
+  Slot* head = slots_.empty() ? nullptr : &slots_.front();
+  const bool internal = head != nullptr && head->internal();
+  switch (type) {
+    case BackendType::kParameterStatus: {
+      const auto status = protocol::parse_parameter_status(body);
+      if (!status) return !internal;
+      if (server_conn_) server_conn_->reported.set(status->name, status->value);
+      if (internal) return false;
+      if (client_reported_.set(status->name, status->value)) ++params_version_;
+      if (server_conn_) server_conn_->last_client_version = params_version_;
+      return true;
+    }
+    case BackendType::kNoticeResponse:
+      return !internal;
+    case BackendType::kNotificationResponse:
+      return true;
+    case BackendType::kErrorResponse: {
+      if (head->kind == SlotKind::kQuery || head->kind == SlotKind::kFunctionCall) {
+        head->errored = true;
+        if (!internal) return true;
+        const auto fields = protocol::parse_error_fields(body);
+        spdlog::warn("c{}: pgrelay's own query on backend {} failed: {}", id_, backend_name_,
+                     fields ? fields->message : "?");
+        undo_slot(*head);
+        if (head->purpose == SlotPurpose::kParamSync) {
+          protocol::append_notice(s2c_extra_, "WARNING", sqlstate::kInternalError,
+                                  "pgrelay could not restore session parameters on backend \"" +
+                                      backend_name_ + "\"",
+                                  fields ? fields->message : std::string_view{});
+          if (server_conn_) server_conn_->set_values.clear();
+          if (server_conn_) server_conn_->last_client = 0;
+        }
+        return false;
+      }
+      // Extended protocol: this message failed and the server skips to Sync. An error of
+      // pgrelay's own Parse is the client's error too (its Bind cannot run).
+      undo_slot(*head);
+      pop_slot();
+      discard_until_sync();
+      return true;
+    }
+    case BackendType::kReadyForQuery: {
+      if (head->kind != SlotKind::kSync && head->kind != SlotKind::kQuery &&
+          head->kind != SlotKind::kFunctionCall) {
+        spdlog::warn("c{}: ReadyForQuery out of step from backend {}", id_, backend_name_);
+        set_final_error(sqlstate::kProtocolViolation,
+                        "unexpected message from backend \"" + backend_name_ + "\"");
+        stop_relay("protocol violation by the backend");
+        return false;
+      }
+      server_status_ = protocol::parse_ready_for_query(body).value_or(server_status_);
+      if (head->purpose == SlotPurpose::kClientPrepares) {
+        // PREPAREs the server did not confirm never existed.
+        for (std::size_t i = head->completed; i < head->names.size(); ++i) {
+          const auto it = sql_statements_.find(head->names[i]);
+          if (it != sql_statements_.end()) {
+            if (server_conn_) server_conn_->prepared.erase(it->second->id);
+            sql_statements_.erase(it);
+          }
+        }
+      }
+      if (!internal) {
+        tx_status_ = server_status_;
+        pop_slot();
+        if (slots_.empty() || std::none_of(slots_.begin(), slots_.end(),
+                                           [](const Slot& s) { return !s.internal(); })) {
+          worker_.counters->observe_latency(std::chrono::steady_clock::now() - request_started_);
+        }
+        return true;
+      }
+      pop_slot();
+      return false;
+    }
+    case BackendType::kParseComplete:
+    case BackendType::kBindComplete:
+    case BackendType::kCloseComplete:
+    case BackendType::kNoData:
+    case BackendType::kEmptyQueryResponse:
+    case BackendType::kPortalSuspended:
+      if (head->kind == SlotKind::kQuery) return !internal;  // inside a simple query
+      pop_slot();
+      return !internal;
+    case BackendType::kRowDescription:
+      if (head->kind == SlotKind::kDescribeStatement || head->kind == SlotKind::kDescribePortal) {
+        pop_slot();
+      }
+      return !internal;
+    case BackendType::kCommandComplete:
+      if (head->kind == SlotKind::kExecute) {
+        pop_slot();
+      } else if (head->purpose == SlotPurpose::kClientPrepares) {
+        const auto tag = protocol::parse_command_tag(body);
+        if (tag && *tag == "PREPARE") ++head->completed;
+      }
+      return !internal;
+    case BackendType::kDataRow:
+      if (head->purpose == SlotPurpose::kReadback) {
+        std::array<std::optional<std::string_view>, 64> values{};
+        const auto count = protocol::parse_data_row(body, values);
+        if (count && *count == head->names.size()) {
+          for (std::size_t i = 0; i < head->names.size() && i < values.size(); ++i) {
+            const auto& name = head->names[i];
+            if (values[i]) {
+              client_set_.set(name, *values[i]);
+              if (server_conn_) server_conn_->set_values.set(name, *values[i]);
+            } else {
+              client_set_.erase(name);
+              if (server_conn_) server_conn_->set_values.erase(name);
+            }
+          }
+          ++params_version_;
+          if (server_conn_) {
+            server_conn_->last_client = id_;
+            server_conn_->last_client_version = params_version_;
+          }
+        }
+      }
+      return !internal;
+    default:
+      return !internal;
+  }
+}
+
+// ---- release ---------------------------------------------------------------------------------
+
+bool Session::releasable() const {
+  return transaction_mode_ && server_conn_ && !pinned_ && !closing_ && idle() &&
+         !server_skipping_ && !c2s_writing_ && !s2c_writing_ && s2c_stream_left_ == 0 &&
+         s2c_begin_ == s2c_end_;
+}
+
+void Session::send_readback() {
+  // Parameters the client changed with SET/RESET are read back once its transaction is over,
+  // so the next server connection gets the same values.
+  std::vector<std::string> names;
+  names.swap(readback_);
+  if (names.size() > 64) names.resize(64);
+  std::string sql = "SELECT ";
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) sql += ", ";
+    sql += "pg_catalog.current_setting(" + quote_literal(names[i]) + ", true)";
+  }
+  protocol::ByteVector query;
+  protocol::append_query(query, sql);
+  error_code ec;
+  server_conn_->socket.non_blocking(true, ec);
+  const auto sent = server_conn_->socket.send(asio::buffer(query), 0, ec);
+  if (ec || sent != query.size()) {
+    detach(false);
+    return;
+  }
+  Slot slot;
+  slot.kind = SlotKind::kQuery;
+  slot.purpose = SlotPurpose::kReadback;
+  slot.names = std::move(names);
+  slots_.push_back(std::move(slot));
+}
+
+void Session::maybe_release() {
+  if (!releasable()) return;
+  if (!readback_.empty()) {
+    send_readback();
+    return;
+  }
+  detach(true);
+}
+
+void Session::detach(bool reusable) {
+  if (!server_conn_) return;
+  ++attachment_;
+  error_code ignored;
+  server_conn_->socket.cancel(ignored);
+  if (client_key_) shared_.cancels.update(*client_key_, CancelTarget{});
+  slots_.clear();
+  server_skipping_ = false;
+  s2c_begin_ = s2c_end_ = 0;
+  s2c_stream_left_ = 0;
+  server_conn_->last_client = id_;
+  server_conn_->last_client_version = params_version_;
+  if (server_pool_ != nullptr) {
+    server_pool_->release(std::move(server_conn_), reusable);
+  } else {
+    server_conn_.reset();
+  }
+  backend_index_ = -1;
+}
+
+}  // namespace pgrelay::session
