@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <span>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
 #include "pgrelay/auth/md5.hpp"
@@ -124,6 +125,14 @@ std::vector<std::pair<std::string, std::string>> parse_options(std::string_view 
     settings.emplace_back(std::move(name), std::string(setting.substr(eq + 1)));
   }
   return settings;
+}
+
+/// Writes gathered segments without copying the list (one buffer: the plain overload).
+template <typename Stream>
+awaitable<std::tuple<error_code, std::size_t>> write_all(
+    Stream& stream, const std::vector<asio::const_buffer>& iov) {
+  if (iov.size() == 1) co_return co_await asio::async_write(stream, iov.front(), kNoThrow);
+  co_return co_await asio::async_write(stream, std::span<const asio::const_buffer>(iov), kNoThrow);
 }
 
 std::string_view text_of(protocol::Bytes bytes) {
@@ -407,6 +416,8 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         backend_port_ = server_conn_->port;
         server_status_ = TransactionStatus::kIdle;
         server_skipping_ = false;
+        SPDLOG_TRACE("c{}: server connection (backend pid {}) attached", id_,
+                     server_conn_->key.process_id);
         if (client_key_) {
           shared_.cancels.update(*client_key_,
                                  CancelTarget{server_conn_->host, server_conn_->port,
@@ -701,6 +712,7 @@ awaitable<void> Session::pooled_client_loop() {
         stop_relay("client closed");
         break;
       }
+      if (tx_status_ == TransactionStatus::kIdle && co_await answer_prepare_locally()) continue;
       if (auto error = co_await acquire_server(false)) {
         if (!closing_) {
           set_final_error(error->sqlstate, error->message);
@@ -725,7 +737,7 @@ awaitable<void> Session::pooled_client_loop() {
     if (!c2s_iov_.empty() && server_conn_) {
       c2s_writing_ = true;
       const auto attachment = attachment_;
-      std::tie(ec, n) = co_await asio::async_write(server_conn_->socket, c2s_iov_, kNoThrow);
+      std::tie(ec, n) = co_await write_all(server_conn_->socket, c2s_iov_);
       c2s_writing_ = false;
       if (ec || attachment != attachment_) {
         if (!closing_ && attachment == attachment_) {
@@ -751,6 +763,59 @@ awaitable<void> Session::pooled_client_loop() {
     }
     maybe_release();
   }
+}
+
+awaitable<bool> Session::answer_prepare_locally() {
+  // PQprepare() outside a transaction sends named Parse messages and a Sync, and waits. pgrelay
+  // answers that itself and prepares the statements where they are first used: no server
+  // connection is taken (a synchronous client such as pgbench, with more clients than server
+  // connections, would otherwise deadlock against its own open transactions), and it saves a
+  // round trip. A statement with an error reports it when it is first bound or described.
+  if (!transaction_mode_ || pinned_ || c2s_stream_left_ > 0) co_return false;
+  std::size_t pos = c2s_begin_;
+  std::size_t parses = 0;
+  bool sync = false;
+  while (pos < c2s_end_) {
+    if (c2s_end_ - pos < protocol::kHeaderLength) co_return false;
+    const auto type = static_cast<FrontendType>(c2s_buffer_[pos]);
+    const std::uint32_t length = protocol::read_u32(c2s_buffer_.data() + pos + 1);
+    if (length < 4 || c2s_end_ - pos < std::size_t{length} + 1) co_return false;
+    if (sync) co_return false;  // anything after the Sync: take the normal path
+    if (type == FrontendType::kSync) {
+      sync = true;
+    } else if (type == FrontendType::kParse) {
+      const auto parse = protocol::parse_parse(
+          protocol::Bytes(c2s_buffer_.data() + pos + protocol::kHeaderLength, length - 4));
+      if (!parse || parse->statement.empty() ||
+          statements_.contains(std::string(parse->statement)) ||
+          !sql::analyze_session_effects(parse->query).empty()) {
+        co_return false;
+      }
+      ++parses;
+    } else {
+      co_return false;
+    }
+    pos += std::size_t{length} + 1;
+  }
+  if (!sync || parses == 0) co_return false;
+  out_.clear();
+  for (pos = c2s_begin_; pos < c2s_end_;) {
+    const auto type = static_cast<FrontendType>(c2s_buffer_[pos]);
+    const std::uint32_t length = protocol::read_u32(c2s_buffer_.data() + pos + 1);
+    if (type == FrontendType::kParse) {
+      const auto parse = protocol::parse_parse(
+          protocol::Bytes(c2s_buffer_.data() + pos + protocol::kHeaderLength, length - 4));
+      statements_[std::string(parse->statement)] =
+          worker_.statements.protocol_statement(parse->query, parse->param_types);
+      protocol::append_empty_message(out_, '1');
+    }
+    pos += std::size_t{length} + 1;
+  }
+  protocol::append_ready_for_query(out_, TransactionStatus::kIdle);
+  c2s_begin_ = c2s_end_ = 0;
+  auto [ec, n] = co_await client_write(asio::buffer(out_));
+  if (ec) stop_relay("client disconnected");
+  co_return true;
 }
 
 void Session::attach_started() {
@@ -844,6 +909,8 @@ void Session::process_client_messages() {
       return;
     }
     const std::size_t total = std::size_t{length} + 1;
+    SPDLOG_TRACE("c{}: client message '{}' length {}{}", id_, static_cast<char>(type), length,
+                 available >= total ? "" : " (partial)");
     if (available >= total) {
       const protocol::Bytes message(start, total);
       if (!handle_client_message(type, message)) add_passthrough(c2s_begin_, total);
@@ -1231,8 +1298,11 @@ awaitable<void> Session::server_reader(std::uint64_t attachment) {
     }
     if (!s2c_iov_.empty()) {
       s2c_writing_ = true;
-      std::tie(ec, n) = co_await (tls_ ? asio::async_write(*tls_, s2c_iov_, kNoThrow)
-                                       : asio::async_write(client_, s2c_iov_, kNoThrow));
+      if (tls_) {
+        std::tie(ec, n) = co_await write_all(*tls_, s2c_iov_);
+      } else {
+        std::tie(ec, n) = co_await write_all(client_, s2c_iov_);
+      }
       s2c_writing_ = false;
       if (ec) {
         stop_relay(closing_ ? "" : "client disconnected");
@@ -1309,6 +1379,8 @@ bool Session::process_server_messages() {
     }
     if (!complete) return true;  // the reader compacts and grows the buffer
     const protocol::Bytes body(start + protocol::kHeaderLength, length - 4);
+    SPDLOG_TRACE("c{}: server message '{}' length {}, {} slots", id_, static_cast<char>(type),
+                 length, slots_.size());
     last_server_type_ = type;
     const std::size_t extra_before = s2c_extra_.size();
     const bool forward = handle_server_message(type, body);
@@ -1543,6 +1615,8 @@ void Session::maybe_release() {
 
 void Session::detach(bool reusable) {
   if (!server_conn_) return;
+  SPDLOG_TRACE("c{}: server connection (backend pid {}) {}", id_, server_conn_->key.process_id,
+               reusable ? "returned" : "closed");
   ++attachment_;
   error_code ignored;
   server_conn_->socket.cancel(ignored);

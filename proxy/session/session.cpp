@@ -90,7 +90,7 @@ void Session::start(const std::shared_ptr<Session>& session) {
 }
 
 void Session::set_final_error(std::string_view sqlstate, std::string message) {
-  if (!final_error_) final_error_ = FinalError{sqlstate, std::move(message)};
+  if (!final_error_) final_error_ = FinalError{std::string(sqlstate), std::move(message)};
 }
 
 void Session::stop_relay(std::string_view reason) {

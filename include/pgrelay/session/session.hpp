@@ -96,7 +96,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   struct FinalError {
-    std::string_view sqlstate;
+    std::string sqlstate;
     std::string message;
   };
 
@@ -160,6 +160,7 @@ class Session : public std::enable_shared_from_this<Session> {
   net::asio::awaitable<void> pooled_client_loop();
   net::asio::awaitable<void> server_reader(std::uint64_t attachment);
   net::asio::awaitable<void> end_pooled();
+  net::asio::awaitable<bool> answer_prepare_locally();
   void attach_started();
   void process_client_messages();
   bool handle_client_message(protocol::FrontendType type, protocol::Bytes message);
