@@ -191,7 +191,21 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
   std::uint64_t protocol_errors = 0;
   std::array<std::uint64_t, stats::kLatencyBuckets.size() + 1> buckets{};
   std::uint64_t sum_ns = 0;
+  std::int64_t pool_servers = 0;
+  std::int64_t pool_idle = 0;
+  std::int64_t pool_waiting = 0;
+  std::uint64_t pool_opened = 0;
+  std::uint64_t pool_timeouts = 0;
+  std::uint64_t pool_login_failures = 0;
+  std::uint64_t pinned = 0;
   for (const auto& worker : stats.workers()) {
+    pool_servers += worker.pool.server_connections.load();
+    pool_idle += worker.pool.idle.load();
+    pool_waiting += worker.pool.waiting.load();
+    pool_opened += worker.pool.opened_total.load();
+    pool_timeouts += worker.pool.acquire_timeouts_total.load();
+    pool_login_failures += worker.pool.login_failures_total.load();
+    pinned += worker.pinned_total.load();
     connections += worker.connections_total.load();
     login_failures += worker.login_failures_total.load();
     protocol_errors += worker.protocol_errors_total.load();
@@ -207,6 +221,26 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
   w.sample("pgrelay_login_failures_total", "", login_failures);
   w.family("pgrelay_protocol_errors_total", "counter", "Clients closed for protocol violations.");
   w.sample("pgrelay_protocol_errors_total", "", protocol_errors);
+  w.family("pgrelay_pool_server_connections", "gauge",
+           "Pooled server connections open now (lent and idle).");
+  w.sample("pgrelay_pool_server_connections", "", pool_servers);
+  w.family("pgrelay_pool_idle_connections", "gauge", "Pooled server connections idle now.");
+  w.sample("pgrelay_pool_idle_connections", "", pool_idle);
+  w.family("pgrelay_pool_waiting_clients", "gauge", "Clients waiting for a server connection now.");
+  w.sample("pgrelay_pool_waiting_clients", "", pool_waiting);
+  w.family("pgrelay_pool_connections_opened_total", "counter",
+           "Server connections the pools opened.");
+  w.sample("pgrelay_pool_connections_opened_total", "", pool_opened);
+  w.family("pgrelay_pool_acquire_timeouts_total", "counter",
+           "Clients refused with 53300 after waiting acquire_timeout_ms.");
+  w.sample("pgrelay_pool_acquire_timeouts_total", "", pool_timeouts);
+  w.family("pgrelay_pool_login_failures_total", "counter",
+           "Server logins by the pools that failed.");
+  w.sample("pgrelay_pool_login_failures_total", "", pool_login_failures);
+  w.family("pgrelay_pinned_clients_total", "counter",
+           "Transaction-mode clients pinned to their server connection (LISTEN, temp tables, "
+           "session advisory locks, WITH HOLD cursors, SET SESSION AUTHORIZATION).");
+  w.sample("pgrelay_pinned_clients_total", "", pinned);
 
   w.family("pgrelay_request_duration_seconds", "histogram",
            "Client request to ReadyForQuery round trips, as seen by pgrelay.");

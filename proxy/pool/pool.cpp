@@ -187,8 +187,8 @@ awaitable<AcquireResult> open_server(const asio::any_io_executor& executor,
     auto [rec, results] =
         co_await resolver.async_resolve(address.host, std::to_string(address.port), kNoThrow);
     if (rec || results.empty()) {
-      co_return login_error(address, "cannot resolve host: " +
-                                         (rec ? rec.message() : std::string("no address")));
+      co_return login_error(
+          address, "cannot resolve host: " + (rec ? rec.message() : std::string("no address")));
     }
     endpoint = *results.begin();
   }
@@ -230,7 +230,8 @@ awaitable<AcquireResult> open_server(const asio::any_io_executor& executor,
             if (plain == nullptr) {
               co_return login_error(address,
                                     "the backend asks for a cleartext password and pgrelay has "
-                                    "none for user \"" + user + "\"");
+                                    "none for user \"" +
+                                        user + "\"");
             }
             protocol::append_password(out, plain->password);
             break;
@@ -244,7 +245,8 @@ awaitable<AcquireResult> open_server(const asio::any_io_executor& executor,
             } else {
               co_return login_error(address,
                                     "the backend asks for md5 and pgrelay has neither a password "
-                                    "nor an md5 hash for user \"" + user + "\"");
+                                    "nor an md5 hash for user \"" +
+                                        user + "\"");
             }
             if (data.size() != 4) co_return login_error(address, "invalid md5 salt");
             auth::Md5Salt salt{};
@@ -314,7 +316,8 @@ awaitable<AcquireResult> open_server(const asio::any_io_executor& executor,
       case BackendType::kErrorResponse: {
         const auto fields = protocol::parse_error_fields(body);
         AcquireError error;
-        error.sqlstate = fields ? std::string(fields->sqlstate) : std::string(sqlstate::kConnectionFailure);
+        error.sqlstate =
+            fields ? std::string(fields->sqlstate) : std::string(sqlstate::kConnectionFailure);
         error.message = fields ? std::string(fields->message) : "login refused";
         error.detail = "pgrelay could not log in to backend \"" + address.name + "\" (" +
                        address.host + ":" + std::to_string(address.port) + ")";
@@ -391,14 +394,15 @@ awaitable<AcquireResult> Pool::acquire(Clock::time_point deadline) {
       auto alive = alive_;
       auto result = co_await open_server(executor_, address_, user_, database_, credential_,
                                          limits_.connect_timeout);
-      if (!*alive) co_return AcquireError{std::string(sqlstate::kAdminShutdown), "pool closed", {}, false};
+      if (!*alive)
+        co_return AcquireError{std::string(sqlstate::kAdminShutdown), "pool closed", {}, false};
       if (auto* conn = std::get_if<ServerPtr>(&result)) {
         (*conn)->generation = generation_;
         (*conn)->serial = next_serial_++;
         counters_.server_connections.fetch_add(1, std::memory_order_relaxed);
         counters_.opened_total.fetch_add(1, std::memory_order_relaxed);
-        spdlog::debug("pool {}@{}/{}: opened server connection (backend pid {}), {} in pool",
-                      user_, address_.name, database_, (*conn)->key.process_id, total_);
+        spdlog::debug("pool {}@{}/{}: opened server connection (backend pid {}), {} in pool", user_,
+                      address_.name, database_, (*conn)->key.process_id, total_);
       } else {
         --total_;
         counters_.login_failures_total.fetch_add(1, std::memory_order_relaxed);
@@ -423,19 +427,22 @@ awaitable<AcquireResult> Pool::acquire(Clock::time_point deadline) {
       }
     } leave{this, &waiter, alive};
     co_await timer.async_wait(kNoThrow);
-    if (!*alive) co_return AcquireError{std::string(sqlstate::kAdminShutdown), "pool closed", {}, false};
+    if (!*alive)
+      co_return AcquireError{std::string(sqlstate::kAdminShutdown), "pool closed", {}, false};
     if (waiter.conn) co_return std::move(waiter.conn);
     if (waiter.slot) continue;
     if (Clock::now() >= deadline) {
       counters_.acquire_timeouts_total.fetch_add(1, std::memory_order_relaxed);
-      co_return AcquireError{
-          std::string(sqlstate::kTooManyConnections),
-          "no server connection available for user \"" + user_ + "\" on database \"" +
-              database_ + "\"",
-          "all " + std::to_string(limits_.max_size) + " connections of this worker's pool to "
-              "backend \"" + address_.name + "\" stayed busy for the whole [pool] "
-              "acquire_timeout_ms",
-          false};
+      co_return AcquireError{std::string(sqlstate::kTooManyConnections),
+                             "no server connection available for user \"" + user_ +
+                                 "\" on database \"" + database_ + "\"",
+                             "all " + std::to_string(limits_.max_size) +
+                                 " connections of this worker's pool to "
+                                 "backend \"" +
+                                 address_.name +
+                                 "\" stayed busy for the whole [pool] "
+                                 "acquire_timeout_ms",
+                             false};
     }
   }
 }
@@ -466,24 +473,24 @@ void Pool::release(ServerPtr conn, bool reusable) {
 void Pool::watch_idle(ServerConn& conn) {
   // An idle server connection has nothing to say; if it becomes readable it closed (or sent
   // a FATAL before closing), so it leaves the pool at once.
-  conn.socket.async_wait(tcp::socket::wait_read,
-                         [this, alive = alive_, ptr = &conn, serial = conn.serial](error_code ec) {
-                           if (ec || !*alive) return;
-                           const auto it = std::find_if(
-                               idle_.begin(), idle_.end(), [&](const ServerPtr& candidate) {
-                                 return candidate.get() == ptr && candidate->serial == serial;
-                               });
-                           if (it == idle_.end()) return;
-                           ServerPtr conn = std::move(*it);
-                           idle_.erase(it);
-                           counters_.idle.fetch_sub(1, std::memory_order_relaxed);
-                           --total_;
-                           spdlog::info("pool {}@{}/{}: idle server connection closed by the "
-                                        "backend",
-                                        user_, address_.name, database_);
-                           close(std::move(conn));
-                           wake_one_for_slot();
-                         });
+  conn.socket.async_wait(tcp::socket::wait_read, [this, alive = alive_, ptr = &conn,
+                                                  serial = conn.serial](error_code ec) {
+    if (ec || !*alive) return;
+    const auto it = std::find_if(idle_.begin(), idle_.end(), [&](const ServerPtr& candidate) {
+      return candidate.get() == ptr && candidate->serial == serial;
+    });
+    if (it == idle_.end()) return;
+    ServerPtr conn = std::move(*it);
+    idle_.erase(it);
+    counters_.idle.fetch_sub(1, std::memory_order_relaxed);
+    --total_;
+    spdlog::info(
+        "pool {}@{}/{}: idle server connection closed by the "
+        "backend",
+        user_, address_.name, database_);
+    close(std::move(conn));
+    wake_one_for_slot();
+  });
 }
 
 void Pool::drain() {

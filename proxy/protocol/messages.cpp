@@ -29,9 +29,7 @@ void end_message(ByteVector& out, std::size_t at) {
   write_u32(out.data() + at, static_cast<std::uint32_t>(out.size() - at));
 }
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 bool is_known(FrontendType type) { return kFrontendTypes[static_cast<unsigned char>(type)]; }
 bool is_known(BackendType type) { return kBackendTypes[static_cast<unsigned char>(type)]; }
@@ -169,7 +167,8 @@ std::optional<SaslInitialResponse> parse_sasl_initial_response(Bytes body) {
 
 std::optional<std::string_view> parse_command_tag(Bytes body) { return parse_query(body); }
 
-std::optional<std::size_t> parse_data_row(Bytes body, std::span<std::optional<std::string_view>> columns) {
+std::optional<std::size_t> parse_data_row(Bytes body,
+                                          std::span<std::optional<std::string_view>> columns) {
   if (body.size() < 2) return std::nullopt;
   const std::size_t count = read_u16(body.data());
   std::size_t pos = 2;
@@ -268,8 +267,7 @@ void append_parse(ByteVector& out, std::string_view statement, std::string_view 
   end_message(out, at);
 }
 
-void append_bind(ByteVector& out, std::string_view portal, std::string_view statement,
-                 Bytes rest) {
+void append_bind(ByteVector& out, std::string_view portal, std::string_view statement, Bytes rest) {
   const std::size_t at = begin_message(out, 'B');
   append_cstring(out, portal);
   append_cstring(out, statement);

@@ -4,8 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <span>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <span>
 
 #include "pgrelay/auth/md5.hpp"
 #include "pgrelay/protocol/sqlstate.hpp"
@@ -36,9 +36,13 @@ constexpr auto kPrimaryPoll = 20ms;
 constexpr std::string_view kNoStatement = "pgrelay_closed";
 
 /// GUC_REPORT parameters a client may set (PostgreSQL 15); the server reports their changes.
-constexpr std::string_view kReportedSettable[] = {
-    "application_name", "client_encoding", "DateStyle", "IntervalStyle", "TimeZone",
-    "standard_conforming_strings", "default_transaction_read_only"};
+constexpr std::string_view kReportedSettable[] = {"application_name",
+                                                  "client_encoding",
+                                                  "DateStyle",
+                                                  "IntervalStyle",
+                                                  "TimeZone",
+                                                  "standard_conforming_strings",
+                                                  "default_transaction_read_only"};
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
@@ -203,9 +207,9 @@ awaitable<std::optional<protocol::ByteVector>> Session::read_auth_response(std::
   }
   const std::uint32_t length = protocol::read_u32(header.data() + 1);
   if (header[0] != static_cast<std::uint8_t>(FrontendType::kPassword)) {
-    co_await send_fatal(sqlstate::kProtocolViolation,
-                        "expected " + std::string(what) + " response, got message type " +
-                            std::to_string(header[0]));
+    co_await send_fatal(sqlstate::kProtocolViolation, "expected " + std::string(what) +
+                                                          " response, got message type " +
+                                                          std::to_string(header[0]));
     co_return std::nullopt;
   }
   if (length < 4 || length > kMaxAuthMessage) {
@@ -252,7 +256,8 @@ awaitable<bool> Session::authenticate_scram(const auth::Secret* secret) {
   // Unknown users, md5-only users and empty passwords go through the same exchange against a
   // verifier nothing matches, so they cannot be told apart from a wrong password.
   const bool doomed = verifier == nullptr;
-  const auth::ScramVerifier mock = doomed ? auth::mock_scram_verifier(user_) : auth::ScramVerifier{};
+  const auth::ScramVerifier mock =
+      doomed ? auth::mock_scram_verifier(user_) : auth::ScramVerifier{};
   const auth::ScramVerifier& used = doomed ? mock : *verifier;
 
   const bool plus = tls_.has_value() && shared_.tls_end_point.has_value();
@@ -399,8 +404,9 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
       } else if (for_login) {
         server_pool_->set_credential(credential_);
       }
-      auto result = co_await server_pool_->acquire(
-          std::chrono::steady_clock::now() + std::chrono::milliseconds(cfg.pool.acquire_timeout_ms));
+      auto result =
+          co_await server_pool_->acquire(std::chrono::steady_clock::now() +
+                                         std::chrono::milliseconds(cfg.pool.acquire_timeout_ms));
       if (closing_) {
         if (auto* conn = std::get_if<pool::ServerPtr>(&result)) {
           server_pool_->release(std::move(*conn), true);
@@ -419,9 +425,8 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         SPDLOG_TRACE("c{}: server connection (backend pid {}) attached", id_,
                      server_conn_->key.process_id);
         if (client_key_) {
-          shared_.cancels.update(*client_key_,
-                                 CancelTarget{server_conn_->host, server_conn_->port,
-                                              server_conn_->key});
+          shared_.cancels.update(*client_key_, CancelTarget{server_conn_->host, server_conn_->port,
+                                                            server_conn_->key});
         }
         co_return std::nullopt;
       }
@@ -511,7 +516,8 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
   // The client's startup parameters become its session state.
   std::vector<std::pair<std::string, std::string>> wanted;
   for (const auto& [name, value] : startup.parameters) {
-    if (name == "user" || name == "database" || name == "replication" || name.starts_with("_pq_.")) {
+    if (name == "user" || name == "database" || name == "replication" ||
+        name.starts_with("_pq_.")) {
       continue;
     }
     if (name == "options") {
@@ -523,7 +529,8 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
   std::string sql;
   auto add_set = [&sql](std::string_view name, std::string_view value) {
     sql += sql.empty() ? "SELECT " : ", ";
-    sql += "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) + ", false)";
+    sql +=
+        "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) + ", false)";
   };
   auto& server = *server_conn_;
   client_set_.clear();
@@ -568,9 +575,9 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
       close_reason_ = "startup parameter refused";
       const bool lost = error->starts_with("connection lost") || error->starts_with("write");
       detach(false);
-      co_await send_fatal(lost ? sqlstate::kConnectionFailure : "42704",
-                          lost ? "lost the connection to backend \"" + backend_name_ + "\""
-                               : *error);
+      co_await send_fatal(
+          lost ? sqlstate::kConnectionFailure : "42704",
+          lost ? "lost the connection to backend \"" + backend_name_ + "\"" : *error);
       co_return false;
     }
     server.set_values = client_set_;
@@ -610,8 +617,8 @@ awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
   if (!authenticated) {
     watchdog_.cancel();
     worker_.counters->login_failures_total.fetch_add(1, std::memory_order_relaxed);
-    spdlog::info("c{}: authentication of user={} database={} from {} failed", id_, user_,
-                 database_, peer_);
+    spdlog::info("c{}: authentication of user={} database={} from {} failed", id_, user_, database_,
+                 peer_);
     co_return;
   }
   const bool logged_in = co_await pooled_login(startup);
@@ -858,8 +865,8 @@ void Session::append_param_sync() {
   std::string sets;
   auto add_set = [&sets](std::string_view name, std::string_view value) {
     sets += sets.empty() ? "SELECT " : ", ";
-    sets += "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) +
-            ", false)";
+    sets +=
+        "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) + ", false)";
   };
   for (auto name : kReportedSettable) {
     const std::string* want = client_reported_.find(name);
@@ -919,11 +926,10 @@ void Session::process_client_messages() {
       continue;
     }
     // Incomplete. Messages whose body pgrelay reads wait for the rest; others stream.
-    const bool needs_body =
-        type == FrontendType::kDescribe || type == FrontendType::kClose ||
-        (transaction_mode_ && !pinned_ &&
-         (type == FrontendType::kQuery || type == FrontendType::kParse ||
-          type == FrontendType::kBind));
+    const bool needs_body = type == FrontendType::kDescribe || type == FrontendType::kClose ||
+                            (transaction_mode_ && !pinned_ &&
+                             (type == FrontendType::kQuery || type == FrontendType::kParse ||
+                              type == FrontendType::kBind));
     if (needs_body) {
       // Wait for the rest: the loop moves it to the front of the buffer and grows the buffer
       // while it is full (up to max_message_bytes, checked above).
@@ -1000,8 +1006,7 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
     }
     case FrontendType::kClose: {
       const auto target = protocol::parse_target(body);
-      if (target && target->kind == 'S' && transaction_mode_ && !pinned_ &&
-          !target->name.empty()) {
+      if (target && target->kind == 'S' && transaction_mode_ && !pinned_ && !target->name.empty()) {
         const auto it = statements_.find(std::string(target->name));
         if (it != statements_.end()) {
           // The server copy stays for other clients and later use; the client's name goes.
@@ -1363,12 +1368,11 @@ bool Session::process_server_messages() {
     // Messages pgrelay must read whole: small ones it inspects, and everything of its own
     // queries (swallowed). Rows, copy data and the like stream.
     const bool internal = !slots_.empty() && slots_.front().internal();
-    const bool stream_ok = !internal && (type == BackendType::kDataRow ||
-                                         type == BackendType::kCopyData ||
-                                         type == BackendType::kRowDescription ||
-                                         type == BackendType::kNoticeResponse ||
-                                         type == BackendType::kNotificationResponse ||
-                                         type == BackendType::kFunctionCallResponse);
+    const bool stream_ok =
+        !internal &&
+        (type == BackendType::kDataRow || type == BackendType::kCopyData ||
+         type == BackendType::kRowDescription || type == BackendType::kNoticeResponse ||
+         type == BackendType::kNotificationResponse || type == BackendType::kFunctionCallResponse);
     if (!complete && stream_ok) {
       last_server_type_ = type;
       s2c_stream_forward_ = true;
@@ -1471,10 +1475,10 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
                      fields ? fields->message : "?");
         undo_slot(*head);
         if (head->purpose == SlotPurpose::kParamSync) {
-          protocol::append_notice(s2c_extra_, "WARNING", sqlstate::kInternalError,
-                                  "pgrelay could not restore session parameters on backend \"" +
-                                      backend_name_ + "\"",
-                                  fields ? fields->message : std::string_view{});
+          protocol::append_notice(
+              s2c_extra_, "WARNING", sqlstate::kInternalError,
+              "pgrelay could not restore session parameters on backend \"" + backend_name_ + "\"",
+              fields ? fields->message : std::string_view{});
           if (server_conn_) server_conn_->set_values.clear();
           if (server_conn_) server_conn_->last_client = 0;
         }

@@ -29,11 +29,11 @@ struct PoolSettings {
   /// Server connections per (backend, database, user) for the whole process, split evenly
   /// over the workers (each worker gets at least one).
   std::uint32_t max_size = 20;
-  std::uint32_t min_idle = 0;                 ///< kept open per pool once a client logged in
-  std::uint32_t idle_timeout_ms = 600000;     ///< an idle server connection is closed after this
-  std::uint32_t lifetime_ms = 3600000;        ///< ... and any is closed when returned after this
-  std::uint32_t acquire_timeout_ms = 30000;   ///< a client waits this long for a connection
-  std::string reset_query = "DISCARD ALL";    ///< session mode: run when a client gives one back
+  std::uint32_t min_idle = 0;                    ///< kept open per pool once a client logged in
+  std::uint32_t idle_timeout_ms = 600000;        ///< an idle server connection is closed after this
+  std::uint32_t lifetime_ms = 3600000;           ///< ... and any is closed when returned after this
+  std::uint32_t acquire_timeout_ms = 30000;      ///< a client waits this long for a connection
+  std::string reset_query = "DISCARD ALL";       ///< session mode: run when a client gives one back
   std::uint32_t max_prepared_statements = 1000;  ///< per server connection (transaction mode)
 };
 

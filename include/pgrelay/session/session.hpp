@@ -3,10 +3,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
-#include <deque>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -139,9 +139,9 @@ class Session : public std::enable_shared_from_this<Session> {
     SlotKind kind = SlotKind::kSync;
     SlotPurpose purpose = SlotPurpose::kClient;
     bool errored = false;
-    std::uint32_t completed = 0;  ///< kClientPrepares: PREPAREs confirmed so far
-    std::uint64_t id = 0;         ///< statement id (parse bookkeeping)
-    std::string name;             ///< client statement name (kClientParse)
+    std::uint32_t completed = 0;     ///< kClientPrepares: PREPAREs confirmed so far
+    std::uint64_t id = 0;            ///< statement id (parse bookkeeping)
+    std::string name;                ///< client statement name (kClientParse)
     std::vector<std::string> names;  ///< kReadback: parameters; kClientPrepares: client names
     [[nodiscard]] bool internal() const { return purpose >= SlotPurpose::kInternal; }
   };
@@ -179,7 +179,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void detach(bool reusable);
   void add_passthrough(std::size_t begin, std::size_t length);
   void add_extra_start() { c2s_segments_.push_back({true, c2s_extra_.size(), 0}); }
-  void add_extra_end() { c2s_segments_.back().length = c2s_extra_.size() - c2s_segments_.back().offset; }
+  void add_extra_end() {
+    c2s_segments_.back().length = c2s_extra_.size() - c2s_segments_.back().offset;
+  }
   void push_slot(SlotKind kind, SlotPurpose purpose = SlotPurpose::kClient, std::uint64_t id = 0);
 
   auto client_read_some(net::asio::mutable_buffer buffer) {

@@ -123,6 +123,14 @@ struct StatsFixture {
     w0.login_failures_total = 1;
     w1.login_failures_total = 2;
     w1.protocol_errors_total = 1;
+    w0.pool.server_connections = 4;
+    w1.pool.server_connections = 3;
+    w0.pool.idle = 2;
+    w1.pool.waiting = 5;
+    w0.pool.acquire_timeouts_total = 6;
+    w1.pool.opened_total = 9;
+    w0.pool.login_failures_total = 1;
+    w1.pinned_total = 2;
     using std::chrono::microseconds;
     using std::chrono::seconds;
     w0.observe_latency(microseconds(100));   // le 0.0001 (bounds are inclusive)
@@ -459,6 +467,14 @@ TEST(MetricsText, ClusterAndProcessCounters) {
   EXPECT_EQ(value_of(e, "pgrelay_client_connections_total"), 25);
   EXPECT_EQ(value_of(e, "pgrelay_login_failures_total"), 3);
   EXPECT_EQ(value_of(e, "pgrelay_protocol_errors_total"), 1);
+  EXPECT_EQ(e.types.at("pgrelay_pool_server_connections"), "gauge");
+  EXPECT_EQ(value_of(e, "pgrelay_pool_server_connections"), 7);
+  EXPECT_EQ(value_of(e, "pgrelay_pool_idle_connections"), 2);
+  EXPECT_EQ(value_of(e, "pgrelay_pool_waiting_clients"), 5);
+  EXPECT_EQ(value_of(e, "pgrelay_pool_acquire_timeouts_total"), 6);
+  EXPECT_EQ(value_of(e, "pgrelay_pool_connections_opened_total"), 9);
+  EXPECT_EQ(value_of(e, "pgrelay_pool_login_failures_total"), 1);
+  EXPECT_EQ(value_of(e, "pgrelay_pinned_clients_total"), 2);
   EXPECT_EQ(value_of(e, "pgrelay_backend_probes_total", backend("node4")), 50);
   EXPECT_EQ(value_of(e, "pgrelay_backend_probe_failures_total", backend("node4")), 3);
   EXPECT_DOUBLE_EQ(value_of(e, "pgrelay_backend_probe_seconds", backend("node2")), 0.0015);

@@ -181,8 +181,8 @@ void ExpectFullConfigValues(const Config& c, const TempDir& dir) {
   EXPECT_EQ(c.backends[1].port, 5434);
   EXPECT_EQ(c.backends[1].weight, 1u);
 
-  // Read splitting is parsed but not active yet.
-  EXPECT_EQ(c.inactive_notes.size(), 1u);
+  // auth.query and read splitting are parsed but not active yet.
+  EXPECT_EQ(c.inactive_notes.size(), 2u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,9 +364,8 @@ TEST(ConfigLoad, EveryLogLevelAndAuthMethodIsAccepted) {
                                                         {"md5", AuthMethod::kMd5},
                                                         {"trust", AuthMethod::kTrust}};
   for (const auto& [name, method] : methods) {
-    const std::string text =
-        "[auth]\nmethod = \"" + std::string(name) + "\"\nquery = \"SELECT 1\"\n" +
-        std::string(kBackend);
+    const std::string text = "[auth]\nmethod = \"" + std::string(name) +
+                             "\"\nquery = \"SELECT 1\"\n" + std::string(kBackend);
     const LoadResult result = parse_config(text, "pgrelay.toml");
     ASSERT_TRUE(result.errors.empty()) << name << ": " << Formatted(result);
     EXPECT_EQ(result.config->auth.method, method);
@@ -456,8 +455,8 @@ TEST(ConfigPool, TransactionModeNeedsAuth) {
 }
 
 TEST(ConfigPool, MinIdleAboveMaxSizeIsAnError) {
-  const LoadResult result = parse_config(
-      "[pool]\nmax_size = 2\nmin_idle = 3\n" + std::string(kBackend), "pgrelay.toml");
+  const LoadResult result =
+      parse_config("[pool]\nmax_size = 2\nmin_idle = 3\n" + std::string(kBackend), "pgrelay.toml");
   ASSERT_EQ(result.errors.size(), 1u);
   EXPECT_EQ(result.errors[0].format(),
             "pgrelay.toml:3: pool.min_idle must not exceed pool.max_size (2)");
@@ -467,8 +466,9 @@ TEST(ConfigAuth, PasswordMethodsNeedASecretSource) {
   const LoadResult result =
       parse_config("[auth]\nmethod = \"md5\"\n" + std::string(kBackend), "pgrelay.toml");
   ASSERT_EQ(result.errors.size(), 1u);
-  EXPECT_EQ(result.errors[0].format(),
-            "pgrelay.toml:1: [auth] method \"md5\" needs auth.file or auth.query to find passwords");
+  EXPECT_EQ(
+      result.errors[0].format(),
+      "pgrelay.toml:1: [auth] method \"md5\" needs auth.file or auth.query to find passwords");
 }
 
 TEST(ConfigNotes, ReadWriteSplitTrueProducesANote) {
