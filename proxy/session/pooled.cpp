@@ -1073,11 +1073,28 @@ void Session::handle_query(protocol::Bytes message, std::string_view sql) {
   };
   std::vector<Rename> renames;
   std::vector<std::string> prepared_names;
+  if (!pinned_ && effects.statements == 1 && effects.prepares.size() == 1 &&
+      sql_statements_.contains(effects.prepares.front().name)) {
+    // A second PREPARE of a name the client has: PostgreSQL refuses it (42P05) and keeps the
+    // first; the server says so in pgrelay's stead, aborting a transaction as it would.
+    std::string escaped;
+    for (char c : "prepared statement \"" + effects.prepares.front().name + "\" already exists") {
+      if (c == '\'') escaped.push_back('\'');
+      escaped.push_back(c);
+    }
+    add_extra_start();
+    protocol::append_query(
+        c2s_extra_, "DO $pgrelay$BEGIN RAISE EXCEPTION USING ERRCODE = '42P05', MESSAGE = '" +
+                        escaped + "'; END$pgrelay$");
+    add_extra_end();
+    push_slot(SlotKind::kQuery);
+    return;
+  }
   if (!pinned_) {
     for (const auto& prepare : effects.prepares) {
       // The statement's text after the name, up to the end of the statement.
       sql::Lexer lexer(sql.substr(prepare.end));
-      std::uint32_t stop = static_cast<std::uint32_t>(sql.size() - prepare.end);
+      auto stop = static_cast<std::uint32_t>(sql.size() - prepare.end);
       for (auto token = lexer.next(); token.kind != sql::TokenKind::kEnd; token = lexer.next()) {
         if (token.kind == sql::TokenKind::kPunctuation && token.text(lexer.sql()) == ";") {
           stop = token.begin;
@@ -1099,14 +1116,14 @@ void Session::handle_query(protocol::Bytes message, std::string_view sql) {
       if (it == sql_statements_.end()) continue;
       renames.push_back({deallocate.begin, deallocate.end, it->second->server_name});
     }
-  }
-  // Internal messages go before the client's query.
-  const std::size_t extra_start = c2s_extra_.size();
-  if (!pinned_) {
+    // pgrelay's own messages go before the client's query, each its own segment.
     for (const auto& prepare : effects.prepares) {
       const auto& statement = sql_statements_[prepare.name];
       if (server.prepared.contains(statement->id)) {
+        // Another client's identical statement is there under the same name: drop it first.
+        add_extra_start();
         protocol::append_query(c2s_extra_, "DEALLOCATE " + statement->server_name);
+        add_extra_end();
         push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
         server.prepared.erase(statement->id);
       }
@@ -1122,23 +1139,19 @@ void Session::handle_query(protocol::Bytes message, std::string_view sql) {
       server.prepared.erase(it->second->id);
       sql_statements_.erase(it);
     }
+    for (const auto& prepare : effects.prepares) {
+      server.prepared.insert(sql_statements_[prepare.name]->id,
+                             config_->pool.max_prepared_statements);
+    }
   }
   if (effects.deallocate_all) {
     statements_.clear();
     sql_statements_.clear();
     server.prepared.clear();
   }
-  if (!effects.prepares.empty() && !pinned_) {
-    for (const auto& prepare : effects.prepares) {
-      server.prepared.insert(sql_statements_[prepare.name]->id,
-                             config_->pool.max_prepared_statements);
-    }
-  }
   std::sort(renames.begin(), renames.end(),
             [](const Rename& a, const Rename& b) { return a.begin < b.begin; });
   if (renames.empty()) {
-    c2s_segments_.push_back({true, extra_start, c2s_extra_.size() - extra_start});
-    if (c2s_segments_.back().length == 0) c2s_segments_.pop_back();
     add_passthrough(static_cast<std::size_t>(message.data() - c2s_buffer_.data()), message.size());
   } else {
     std::string rewritten;
@@ -1151,8 +1164,9 @@ void Session::handle_query(protocol::Bytes message, std::string_view sql) {
       pos = rename.end;
     }
     rewritten.append(sql.substr(pos));
+    add_extra_start();
     protocol::append_query(c2s_extra_, rewritten);
-    c2s_segments_.push_back({true, extra_start, c2s_extra_.size() - extra_start});
+    add_extra_end();
   }
   Slot slot;
   slot.kind = SlotKind::kQuery;
