@@ -25,13 +25,6 @@ using protocol::BackendType;
 
 namespace {
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 /// Largest message accepted from a backend during login.
 constexpr std::uint32_t kMaxLoginMessage = 1024 * 1024;
 
@@ -88,31 +81,6 @@ std::string_view as_text(protocol::Bytes bytes) {
 }
 
 }  // namespace
-
-// ---- ParamList ---------------------------------------------------------------------------
-
-const std::string* ParamList::find(std::string_view name) const {
-  for (const auto& [key, value] : items_) {
-    if (iequals(key, name)) return &value;
-  }
-  return nullptr;
-}
-
-bool ParamList::set(std::string_view name, std::string_view value) {
-  for (auto& [key, current] : items_) {
-    if (iequals(key, name)) {
-      if (current == value) return false;
-      current.assign(value);
-      return true;
-    }
-  }
-  items_.emplace_back(std::string(name), std::string(value));
-  return true;
-}
-
-void ParamList::erase(std::string_view name) {
-  std::erase_if(items_, [&](const auto& item) { return iequals(item.first, name); });
-}
 
 // ---- PreparedCache -----------------------------------------------------------------------
 

@@ -35,58 +35,16 @@ constexpr auto kPrimaryPoll = 20ms;
 /// A name no statement ever has: closing it answers CloseComplete without side effects.
 constexpr std::string_view kNoStatement = "pgrelay_closed";
 
-/// GUC_REPORT parameters a client may set (PostgreSQL 15); the server reports their changes.
-constexpr std::string_view kReportedSettable[] = {"application_name",
-                                                  "client_encoding",
-                                                  "DateStyle",
-                                                  "IntervalStyle",
-                                                  "TimeZone",
-                                                  "standard_conforming_strings",
-                                                  "default_transaction_read_only"};
+using pool::is_reported;
+using pool::kReportedSettable;
+using pool::quote_guc_name;
+using pool::quote_literal;
 
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
-}
-
-bool is_reported(std::string_view name) {
-  return std::any_of(std::begin(kReportedSettable), std::end(kReportedSettable),
-                     [&](std::string_view r) { return iequals(r, name); }) ||
-         iequals(name, "in_hot_standby") || iequals(name, "is_superuser") ||
-         iequals(name, "session_authorization") || iequals(name, "server_version") ||
-         iequals(name, "server_encoding") || iequals(name, "integer_datetimes");
-}
-
-std::string quote_literal(std::string_view text) {
-  std::string out = "'";
-  for (char c : text) {
-    if (c == '\'') out.push_back('\'');
-    out.push_back(c);
-  }
-  out.push_back('\'');
-  return out;
-}
-
-/// A GUC name as an identifier for RESET: every dotted part double-quoted.
-std::string quote_guc_name(std::string_view name) {
-  std::string out;
-  std::size_t start = 0;
-  while (true) {
-    const auto dot = name.find('.', start);
-    const auto part = name.substr(start, dot == std::string_view::npos ? name.npos : dot - start);
-    out.push_back('"');
-    for (char c : part) {
-      if (c == '"') out.push_back('"');
-      out.push_back(c);
-    }
-    out.push_back('"');
-    if (dot == std::string_view::npos) break;
-    out.push_back('.');
-    start = dot + 1;
-  }
-  return out;
 }
 
 /// Splits the `options` startup parameter as PostgreSQL does (whitespace, backslash escapes)
@@ -862,27 +820,10 @@ void Session::attach_started() {
 
 void Session::append_param_sync() {
   auto& server = *server_conn_;
-  std::string sets;
-  auto add_set = [&sets](std::string_view name, std::string_view value) {
-    sets += sets.empty() ? "SELECT " : ", ";
-    sets +=
-        "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) + ", false)";
-  };
-  for (auto name : kReportedSettable) {
-    const std::string* want = client_reported_.find(name);
-    const std::string* have = server.reported.find(name);
-    if (want != nullptr && (have == nullptr || *have != *want)) add_set(name, *want);
-  }
-  for (const auto& [name, value] : client_set_.items()) {
-    const std::string* have = server.set_values.find(name);
-    if (have == nullptr || *have != value) add_set(name, value);
-  }
-  std::string resets;
-  for (const auto& [name, value] : server.set_values.items()) {
-    if (client_set_.find(name) == nullptr) resets += "RESET " + quote_guc_name(name) + ";";
-  }
-  if (sets.empty() && resets.empty()) return;
-  protocol::append_query(c2s_extra_, resets + sets);
+  const std::string sql =
+      pool::param_sync_sql(client_reported_, client_set_, server.reported, server.set_values);
+  if (sql.empty()) return;
+  protocol::append_query(c2s_extra_, sql);
   push_slot(SlotKind::kQuery, SlotPurpose::kParamSync);
   server.set_values = client_set_;
 }

@@ -16,28 +16,13 @@
 #include "pgrelay/auth/scram.hpp"
 #include "pgrelay/auth/userlist.hpp"
 #include "pgrelay/net/asio.hpp"
+#include "pgrelay/pool/params.hpp"
 #include "pgrelay/protocol/messages.hpp"
 #include "pgrelay/stats/stats.hpp"
 
 namespace pgrelay::pool {
 
 using Clock = std::chrono::steady_clock;
-
-/// A small name -> value list; names compare case-insensitively (GUC names do).
-class ParamList {
- public:
-  [[nodiscard]] const std::string* find(std::string_view name) const;
-  /// Returns true when the value changed.
-  bool set(std::string_view name, std::string_view value);
-  void erase(std::string_view name);
-  void clear() { items_.clear(); }
-  [[nodiscard]] bool empty() const { return items_.empty(); }
-  [[nodiscard]] const auto& items() const { return items_; }
-  friend bool operator==(const ParamList&, const ParamList&) = default;
-
- private:
-  std::vector<std::pair<std::string, std::string>> items_;
-};
 
 /// How pgrelay logs in to a backend as a user: no password (the backend trusts), a plain
 /// password, an md5 hash, or SCRAM keys recovered from the client's proof.
