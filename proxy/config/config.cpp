@@ -268,10 +268,7 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.file_path(*t, "auth", "file", config.auth.file);
     r.string(*t, "auth", "query", config.auth.query, true);
     r.integer(*t, "auth", "cache_ttl_ms", config.auth.cache_ttl_ms, 0, kMaxMillis);
-    if (!config.auth.query.empty()) {
-      config.inactive_notes.emplace_back(
-          "auth.query is not active yet: only users in auth.file can log in");
-    }
+
     const bool method_valid = method >= 0 || !t->contains("method");
     if (method_valid && config.auth.method != AuthMethod::kTrust && !t->contains("file") &&
         config.auth.query.empty()) {

@@ -186,6 +186,33 @@ awaitable<std::optional<protocol::ByteVector>> Session::read_auth_response(std::
 awaitable<bool> Session::authenticate_client() {
   const auto secrets = shared_.secrets.load();
   const auth::Secret* secret = secrets ? secrets->find(user_) : nullptr;
+  if (secret == nullptr && shared_.auth_query) {
+    // Not in the file: ask the database (cached), without blocking this worker.
+    asio::steady_timer wait(client_.get_executor(), std::chrono::steady_clock::time_point::max());
+    auto result = std::make_shared<std::optional<auth::AuthQueryResult>>();
+    shared_.auth_query->lookup(
+        user_, [result, &wait, executor = client_.get_executor(),
+                alive = std::weak_ptr<Session>(shared_from_this())](auth::AuthQueryResult r) {
+          asio::post(executor, [result, r = std::move(r), &wait, alive]() mutable {
+            if (alive.expired()) return;
+            *result = std::move(r);
+            wait.cancel();
+          });
+        });
+    co_await wait.async_wait(kNoThrow);
+    if (!*result || !(*result)->error.empty()) {
+      // (Locals, not temporaries in the co_await: GCC 12 mishandles conditional temporaries.)
+      const std::string detail = *result ? (*result)->error : std::string("interrupted");
+      const std::string message =
+          "pgrelay could not look up the password of user \"" + user_ + "\"";
+      co_await send_fatal(sqlstate::kConnectionFailure, message, detail);
+      co_return false;
+    }
+    if ((*result)->secret) {
+      looked_up_secret_ = auth::parse_secret(*(*result)->secret);
+      if (looked_up_secret_) secret = &*looked_up_secret_;
+    }
+  }
   switch (config_->auth.method) {
     case config::AuthMethod::kTrust:
       if (secret != nullptr) {
@@ -210,7 +237,23 @@ awaitable<bool> Session::authenticate_client() {
 
 awaitable<bool> Session::authenticate_scram(const auth::Secret* secret) {
   const auto secrets = shared_.secrets.load();
-  const auth::ScramVerifier* verifier = secrets ? secrets->scram_verifier(user_) : nullptr;
+  const auth::ScramVerifier* verifier = nullptr;
+  std::optional<auth::ScramVerifier> derived;
+  if (secret != nullptr) {
+    if (const auto* stored = std::get_if<auth::ScramVerifier>(secret)) {
+      verifier = stored;
+    } else if (const auto* plain = std::get_if<auth::PlainSecret>(secret);
+               plain != nullptr && !plain->password.empty()) {
+      // From the file: derived once at load. From the auth query: derived now.
+      verifier = secrets && !looked_up_secret_ ? secrets->scram_verifier(user_) : nullptr;
+      if (verifier == nullptr) {
+        if (const auto salt = auth::generate_scram_salt()) {
+          derived = auth::make_scram_verifier(plain->password, *salt);
+          verifier = &*derived;
+        }
+      }
+    }
+  }
   // Unknown users, md5-only users and empty passwords go through the same exchange against a
   // verifier nothing matches, so they cannot be told apart from a wrong password.
   const bool doomed = verifier == nullptr;
@@ -533,9 +576,10 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
       close_reason_ = "startup parameter refused";
       const bool lost = error->starts_with("connection lost") || error->starts_with("write");
       detach(false);
-      co_await send_fatal(
-          lost ? sqlstate::kConnectionFailure : "42704",
-          lost ? "lost the connection to backend \"" + backend_name_ + "\"" : *error);
+      const std::string_view state = lost ? sqlstate::kConnectionFailure : "42704";
+      const std::string message =
+          lost ? "lost the connection to backend \"" + backend_name_ + "\"" : *error;
+      co_await send_fatal(state, message);
       co_return false;
     }
     server.set_values = client_set_;

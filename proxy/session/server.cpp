@@ -19,6 +19,23 @@ Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& m
     shared_.tls_end_point = net::tls_server_end_point(config->tls->cert);
   }
   shared_.monitor = &monitor;
+  if (!config->auth.query.empty()) {
+    auth::AuthQueryOptions options;
+    options.query = config->auth.query;
+    options.user = config->monitor.user;
+    options.password = config->monitor.password;
+    options.database = config->monitor.database;
+    options.cache_ttl = std::chrono::milliseconds(config->auth.cache_ttl_ms);
+    options.timeout = std::chrono::milliseconds(config->limits.connect_timeout_ms);
+    shared_.auth_query = std::make_unique<auth::AuthQuery>(
+        std::move(options),
+        [m = &monitor]() -> std::optional<std::pair<std::string, std::uint16_t>> {
+          const auto topology = m->topology();
+          const auto* primary = topology->primary_node();
+          if (primary == nullptr) return std::nullopt;
+          return std::make_pair(primary->host, primary->port);
+        });
+  }
   shared_.stats = &stats_;
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     sessions_.push_back(std::make_unique<WorkerSessions>());

@@ -239,6 +239,50 @@ TEST(PoolAuthTest, ScramVerifierInUserlist) {
       << nopassword.error();
 }
 
+TEST(PoolAuthTest, AuthQueryFetchesSecretsThroughTheMonitorRole) {
+  // The documented set-up: a SECURITY DEFINER function the monitor role may call.
+  Cluster::get().sql(
+      "node1",
+      "CREATE OR REPLACE FUNCTION public.pool_pgtest_lookup(u text, OUT usename name, OUT passwd "
+      "text) RETURNS record LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS "
+      "$$ SELECT usename, passwd FROM pg_shadow WHERE usename = u $$; "
+      "REVOKE ALL ON FUNCTION public.pool_pgtest_lookup(text) FROM public; "
+      "GRANT EXECUTE ON FUNCTION public.pool_pgtest_lookup(text) TO pgrelay");
+  Proxy proxy(
+      "[auth]\nmethod = \"scram-sha-256\"\nquery = \"SELECT usename, passwd FROM "
+      "public.pool_pgtest_lookup($1)\"\ncache_ttl_ms = 60000\n\n[pool]\nmode = \"transaction\"\n\n"
+      "[monitor]\nuser = \"pgrelay\"\npassword = \"pgrelay\"\ninterval_ms = 200\n"
+      "database = \"app\"\n");
+  expect_login_works(proxy);
+  expect_login_refused(proxy, "app", "wrong");
+  expect_login_refused(proxy, "nobody", "app");
+  // Cached: the lookup function is gone, logins keep working until the TTL.
+  Cluster::get().sql("node1",
+                     "REVOKE EXECUTE ON FUNCTION public.pool_pgtest_lookup(text) FROM pgrelay");
+  PgConn again(proxy.conninfo());
+  EXPECT_TRUE(again.ok()) << again.error() << log_tail(proxy);
+  Cluster::get().sql("node1", "DROP FUNCTION public.pool_pgtest_lookup(text)");
+}
+
+TEST(PoolAuthTest, ScramPlusOverTls) {
+  const auto [cert, key] = Cluster::get().tls_files();
+  const auto userlist = write_userlist("userlist-plus.txt", "\"app\" \"" + app_verifier() + "\"\n");
+  Proxy proxy(pooled_toml("scram-sha-256", userlist, "mode = \"transaction\"") +
+              "\n[tls]\ncert = \"" + cert + "\"\nkey = \"" + key + "\"\n");
+  // channel_binding=require makes libpq insist on SCRAM-SHA-256-PLUS.
+  PgConn plus(proxy.conninfo("sslmode=require channel_binding=require"));
+  ASSERT_TRUE(plus.ok()) << plus.error() << log_tail(proxy);
+  EXPECT_EQ(plus.value("SELECT 1"), "1");
+  PgConn wrong(proxy.conninfo("sslmode=require channel_binding=require password=wrong"));
+  EXPECT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.error().find("password authentication failed for user \"app\""),
+            std::string::npos)
+      << wrong.error();
+  // Without TLS there is no channel binding to offer.
+  PgConn plain(proxy.conninfo("sslmode=disable channel_binding=require"));
+  EXPECT_FALSE(plain.ok());
+}
+
 TEST(PoolAuthTest, PlainTextPasswordWithScram) {
   const auto userlist = write_userlist("userlist-plain.txt", "\"app\" \"app\"\n");
   Proxy proxy(pooled_toml("scram-sha-256", userlist, "mode = \"transaction\"\nmax_size = 4"));

@@ -11,6 +11,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "pgrelay/auth/auth_query.hpp"
 #include "pgrelay/auth/secrets.hpp"
 #include "pgrelay/cluster/monitor.hpp"
 #include "pgrelay/config/config.hpp"
@@ -32,6 +33,8 @@ struct Shared {
   stats::Stats* stats = nullptr;
   /// Client secrets from [auth] file; null without a file.
   std::atomic<std::shared_ptr<const auth::SecretStore>> secrets;
+  /// [auth] query lookups; null without a query.
+  std::unique_ptr<auth::AuthQuery> auth_query;
   /// tls-server-end-point channel-binding data of pgrelay's certificate (SCRAM-SHA-256-PLUS).
   std::optional<std::string> tls_end_point;
   CancelRegistry cancels;
@@ -273,6 +276,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool c2s_writing_ = false;
   bool release_blocked_ = false;
   pool::Credential credential_;
+  std::optional<auth::Secret> looked_up_secret_;  ///< from [auth] query
   pool::ServerPtr server_conn_;
   pool::Pool* server_pool_ = nullptr;
   int server_pool_backend_ = -1;

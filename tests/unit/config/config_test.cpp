@@ -181,8 +181,8 @@ void ExpectFullConfigValues(const Config& c, const TempDir& dir) {
   EXPECT_EQ(c.backends[1].port, 5434);
   EXPECT_EQ(c.backends[1].weight, 1u);
 
-  // auth.query and read splitting are parsed but not active yet.
-  EXPECT_EQ(c.inactive_notes.size(), 2u);
+  // Read splitting is parsed but not active yet.
+  EXPECT_EQ(c.inactive_notes.size(), 1u);
 }
 
 // ---------------------------------------------------------------------------------------------
