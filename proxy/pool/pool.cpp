@@ -3,8 +3,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <cerrno>
 
 #include "pgrelay/auth/md5.hpp"
 #include "pgrelay/net/workers.hpp"
@@ -27,6 +30,16 @@ namespace {
 
 /// Largest message accepted from a backend during login.
 constexpr std::uint32_t kMaxLoginMessage = 1024 * 1024;
+
+/// Idle connections older than this are checked before they are lent.
+constexpr auto kLivenessCheckAfter = std::chrono::seconds(1);
+
+/// An idle server connection has nothing to say: readable means it closed or sent a FATAL.
+bool alive(ServerConn& conn) {
+  std::uint8_t byte = 0;
+  const auto n = ::recv(conn.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
 
 AcquireError login_error(const BackendAddress& address, std::string message) {
   return AcquireError{std::string(sqlstate::kConnectionFailure),
@@ -348,9 +361,10 @@ awaitable<AcquireResult> Pool::acquire(Clock::time_point deadline) {
       ServerPtr conn = std::move(idle_.back());
       idle_.pop_back();
       counters_.idle.fetch_sub(1, std::memory_order_relaxed);
-      error_code ignored;
-      conn->socket.cancel(ignored);  // ends the idle watch
-      if (conn->generation != generation_ || !conn->socket.is_open()) {
+      // A connection idle for a while may have been closed by the server meanwhile (restart,
+      // pg_terminate_backend, idle_session_timeout): look before lending it.
+      const bool stale = Clock::now() - conn->returned >= kLivenessCheckAfter && !alive(*conn);
+      if (stale || conn->generation != generation_ || !conn->socket.is_open()) {
         --total_;
         close(std::move(conn));
         continue;
@@ -433,32 +447,8 @@ void Pool::release(ServerPtr conn, bool reusable) {
     return;
   }
   conn->returned = now;
-  watch_idle(*conn);
   idle_.push_back(std::move(conn));
   counters_.idle.fetch_add(1, std::memory_order_relaxed);
-}
-
-void Pool::watch_idle(ServerConn& conn) {
-  // An idle server connection has nothing to say; if it becomes readable it closed (or sent
-  // a FATAL before closing), so it leaves the pool at once.
-  conn.socket.async_wait(tcp::socket::wait_read, [this, alive = alive_, ptr = &conn,
-                                                  serial = conn.serial](error_code ec) {
-    if (ec || !*alive) return;
-    const auto it = std::find_if(idle_.begin(), idle_.end(), [&](const ServerPtr& candidate) {
-      return candidate.get() == ptr && candidate->serial == serial;
-    });
-    if (it == idle_.end()) return;
-    ServerPtr conn = std::move(*it);
-    idle_.erase(it);
-    counters_.idle.fetch_sub(1, std::memory_order_relaxed);
-    --total_;
-    spdlog::info(
-        "pool {}@{}/{}: idle server connection closed by the "
-        "backend",
-        user_, address_.name, database_);
-    close(std::move(conn));
-    wake_one_for_slot();
-  });
 }
 
 void Pool::drain() {
@@ -485,13 +475,16 @@ void Pool::maintain(Clock::time_point now) {
     const bool idle_too_long = limits_.idle_timeout.count() > 0 &&
                                now - conn.returned >= limits_.idle_timeout &&
                                total_ > limits_.min_idle;
-    if (too_old || idle_too_long) {
+    const bool dead = !too_old && !idle_too_long && !alive(conn);
+    if (dead) {
+      spdlog::info("pool {}@{}/{}: idle server connection closed by the backend", user_,
+                   address_.name, database_);
+    }
+    if (too_old || idle_too_long || dead) {
       ServerPtr victim = std::move(*it);
       it = idle_.erase(it);
       counters_.idle.fetch_sub(1, std::memory_order_relaxed);
       --total_;
-      error_code ignored;
-      victim->socket.cancel(ignored);
       close(std::move(victim));
       wake_one_for_slot();
     } else {
