@@ -150,7 +150,6 @@ class Pool {
   };
 
   void close(ServerPtr conn);
-  void watch_idle(ServerConn& conn);
   void wake_one_for_slot();
   net::asio::awaitable<void> open_spare();
 
