@@ -1125,8 +1125,14 @@ void Session::handle_query(protocol::Bytes message, std::string_view sql) {
       sql_statements_.erase(it);
     }
     for (const auto& prepare : effects.prepares) {
-      server.prepared.insert(sql_statements_[prepare.name]->id,
-                             config_->pool.max_prepared_statements);
+      if (const auto evicted = server.prepared.insert(sql_statements_[prepare.name]->id,
+                                                      config_->pool.max_prepared_statements)) {
+        // Over max_prepared_statements: the least recently used one goes from the server too.
+        add_extra_start();
+        protocol::append_query(c2s_extra_, "DEALLOCATE pgrelay_" + std::to_string(*evicted));
+        add_extra_end();
+        push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
+      }
     }
   }
   if (effects.deallocate_all) {
@@ -1259,9 +1265,16 @@ void Session::ensure_prepared(const Statement& statement, bool sql) {
   if (const auto evicted =
           server.prepared.insert(statement.id, config_->pool.max_prepared_statements)) {
     add_extra_start();
-    protocol::append_target(c2s_extra_, 'C', 'S', "pgrelay_" + std::to_string(*evicted));
-    add_extra_end();
-    push_slot(SlotKind::kClose, SlotPurpose::kInternal);
+    if (sql) {
+      // Inside a simple Query exchange: SQL, so no extended-protocol message is left unsynced.
+      protocol::append_query(c2s_extra_, "DEALLOCATE pgrelay_" + std::to_string(*evicted));
+      add_extra_end();
+      push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
+    } else {
+      protocol::append_target(c2s_extra_, 'C', 'S', "pgrelay_" + std::to_string(*evicted));
+      add_extra_end();
+      push_slot(SlotKind::kClose, SlotPurpose::kInternal);
+    }
   }
 }
 

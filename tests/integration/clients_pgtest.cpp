@@ -1,11 +1,15 @@
 // Real driver clients through a transaction-mode pool: psycopg2 (SQL PREPARE/EXECUTE) and pgjdbc
 // (named protocol-level statements, prepareThreshold=1), each committing `SET search_path` once
-// and relying on it and on its prepared statements in every later transaction while several
-// copies share two server connections.
+// and relying on it and on its prepared statements in every later transaction, while several
+// copies share two server connections (keeping many or few statements prepared on them) or move to
+// a new one every transaction.
 #include <gtest/gtest.h>
 
 #include <cstddef>
 #include <fstream>
+#include <map>
+#include <memory>
+#include <ostream>
 #include <set>
 #include <sstream>
 #include <string>
@@ -31,15 +35,6 @@ std::string app_verifier() {
   static const std::string verifier =
       Cluster::get().sql("node1", "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'");
   return verifier;
-}
-
-/// A transaction-mode proxy that authenticates `app` itself and keeps at most two server
-/// connections, so concurrent clients' transactions share and move between them.
-std::string shared_pool_toml() {
-  const std::string userlist = Cluster::get().dir() + "/userlist-clients.txt";
-  std::ofstream(userlist) << "\"app\" \"" << app_verifier() << "\"\n";
-  return "[auth]\nmethod = \"scram-sha-256\"\nfile = \"" + userlist +
-         "\"\n\n[pool]\nmode = \"transaction\"\nmax_size = 2\nacquire_timeout_ms = 10000\n";
 }
 
 /// The last `n` characters of a proxy log, for failure messages.
@@ -107,13 +102,11 @@ std::string rows_in(const std::string& table) {
 }
 
 /// Checks each client's exit status and summary line (with the proxy's log once, on failure);
-/// returns the backend pids the clients reported.
-std::set<std::string> expect_clients_ok(const Proxy& proxy, const std::string& program,
-                                        const std::vector<std::string>& clients,
-                                        const std::vector<CommandResult>& results,
-                                        int transactions) {
-  std::set<std::string> all_pids;
-  int movers = 0;
+/// returns the backend pids each client reported, by client.
+std::map<std::string, std::set<std::string>> expect_clients_ok(
+    const Proxy& proxy, const std::string& program, const std::vector<std::string>& clients,
+    const std::vector<CommandResult>& results, int transactions) {
+  std::map<std::string, std::set<std::string>> pids_by_client;
   bool all_ok = true;
   for (std::size_t i = 0; i < clients.size(); ++i) {
     const auto summary = expected_summary(program, clients[i], transactions);
@@ -124,21 +117,15 @@ std::set<std::string> expect_clients_ok(const Proxy& proxy, const std::string& p
                     << results[i].output;
     all_ok = all_ok && ok;
     const auto pids = pids_after(results[i].output, summary);
-    all_pids.insert(pids.begin(), pids.end());
-    if (pids.size() >= 2) ++movers;
+    pids_by_client[clients[i]].insert(pids.begin(), pids.end());
   }
   EXPECT_TRUE(all_ok) << "proxy log:\n" << log_tail(proxy);
-  ::testing::Test::RecordProperty(program + "_clients_that_changed_connection", movers);
-  return all_pids;
+  return pids_by_client;
 }
 
-/// All clients together ran on at most max_size (2) server connections: with more clients than
-/// that, the connections were shared, so each client's state had to follow it.
-void expect_shared(const std::set<std::string>& pids) {
-  EXPECT_GE(pids.size(), 1U);
-  EXPECT_LE(pids.size(), 2U) << "more server connections than [pool] max_size = 2";
-  ::testing::Test::RecordProperty("server_connections", static_cast<int>(pids.size()));
-}
+// ------------------------------------------------------------------------------------------
+// The tests
+// ------------------------------------------------------------------------------------------
 
 /// FAILs (rather than skips) when a client's runtime is missing: scripts/deps installs it.
 void require(const std::string& check, const std::string& what) {
@@ -148,34 +135,18 @@ void require(const std::string& check, const std::string& what) {
                               << result.output;
 }
 
-// ------------------------------------------------------------------------------------------
-// psycopg2
-// ------------------------------------------------------------------------------------------
-
-TEST(ClientsTest, Psycopg2PreparedStatementsAndSearchPath) {
+void require_python() {
   ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import psycopg2'", "python3-psycopg2"));
-  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_py CASCADE");
-  Proxy proxy(shared_pool_toml());
-
-  constexpr int kTransactions = 200;
-  std::vector<std::string> clients;
-  std::vector<std::string> commands;
-  for (int i = 0; i < 6; ++i) {
-    clients.push_back("py" + std::to_string(i));
-    commands.push_back(kPython + " " + kClientsDir + "/psycopg_client.py --host 127.0.0.1 --port " +
-                       std::to_string(proxy.port()) + " --client " + clients.back() +
-                       " --transactions " + std::to_string(kTransactions));
-  }
-  const auto results = run_concurrently(commands);
-  expect_shared(expect_clients_ok(proxy, "psycopg_client", clients, results, kTransactions));
-  EXPECT_EQ(rows_in("clients_py.t"), expected_rows(clients, kTransactions));
 }
 
-// ------------------------------------------------------------------------------------------
-// pgjdbc
-// ------------------------------------------------------------------------------------------
+void require_java() {
+  ASSERT_NO_FATAL_FAILURE(
+      require("javac -version && java -version", "default-jdk-headless (javac, java)"));
+  ASSERT_NO_FATAL_FAILURE(
+      require("test -r " + kJdbcJar, "libpostgresql-jdbc-java (" + kJdbcJar + ")"));
+}
 
-/// Compiles JdbcClient.java once per test binary; returns the class directory.
+/// Compiles JdbcClient.java once per test binary; returns the class directory, or the error.
 std::string compiled_jdbc_client() {
   static const std::string dir = [] {
     const std::string classes = Cluster::get().dir() + "/jdbc-classes";
@@ -186,75 +157,159 @@ std::string compiled_jdbc_client() {
   return dir;
 }
 
-TEST(ClientsTest, PgjdbcNamedStatementsAndSearchPath) {
-  ASSERT_NO_FATAL_FAILURE(
-      require("javac -version && java -version", "default-jdk-headless (javac, java)"));
-  ASSERT_NO_FATAL_FAILURE(
-      require("test -r " + kJdbcJar, "libpostgresql-jdbc-java (" + kJdbcJar + ")"));
+/// How the clients' transactions meet server connections.
+enum class Movement {
+  /// max_size = 2, i.e. one server connection per worker: the clients of a worker take turns on
+  /// it, so it carries other clients' search_path and statements between one client's
+  /// transactions.
+  kShared,
+  /// As kShared, with max_prepared_statements = 3: the shared connections keep only the three
+  /// statements used last, so the clients' statements are closed and prepared again (under the
+  /// client's search_path, which decides what `t` means) over and over.
+  kEvicting,
+  /// lifetime_ms = 1 as well: every transaction gets a new server connection, on which the
+  /// client's search_path and prepared statements must be set up again.
+  kMoving,
+};
+
+std::string movement_name(Movement movement) {
+  switch (movement) {
+    case Movement::kShared:
+      return "Shared";
+    case Movement::kEvicting:
+      return "Evicting";
+    case Movement::kMoving:
+      return "Moving";
+  }
+  return "?";
+}
+
+/// Names the parameter in gtest's messages ("GetParam() = Evicting", not a byte dump).
+[[maybe_unused]] void PrintTo(Movement movement, std::ostream* out) {
+  *out << movement_name(movement);
+}
+
+class ClientsTest : public ::testing::TestWithParam<Movement> {
+ protected:
+  void SetUp() override {
+    const std::string userlist = Cluster::get().dir() + "/userlist-clients.txt";
+    std::ofstream(userlist) << "\"app\" \"" << app_verifier() << "\"\n";
+    std::string toml = "[auth]\nmethod = \"scram-sha-256\"\nfile = \"" + userlist +
+                       "\"\n\n[pool]\nmode = \"transaction\"\nmax_size = 2\n"
+                       "acquire_timeout_ms = 10000\n";
+    if (GetParam() == Movement::kEvicting) toml += "max_prepared_statements = 3\n";
+    if (GetParam() == Movement::kMoving) toml += "lifetime_ms = 1\n";
+    proxy_ = std::make_unique<Proxy>(toml);
+  }
+
+  /// Transactions per client: fewer when each one opens a server connection.
+  [[nodiscard]] int transactions(int shared) const {
+    return GetParam() == Movement::kMoving ? 60 : shared;
+  }
+
+  [[nodiscard]] std::string python_command(const std::string& client, int transactions) const {
+    return kPython + " " + kClientsDir + "/psycopg_client.py --host 127.0.0.1 --port " +
+           std::to_string(proxy_->port()) + " --client " + client + " --transactions " +
+           std::to_string(transactions);
+  }
+
+  /// JVM start-up dominates on a small machine: a client JIT and a serial GC keep it short.
+  [[nodiscard]] std::string java_command(const std::string& classes, const std::string& client,
+                                         int transactions) const {
+    return "java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss512k -cp " + classes + ":" +
+           kJdbcJar + " JdbcClient 127.0.0.1 " + std::to_string(proxy_->port()) + " " + client +
+           " " + std::to_string(transactions);
+  }
+
+  /// Shared and evicting: all clients together ran on at most max_size (2) server connections,
+  /// fewer than there were clients. Moving: every client saw several server connections.
+  /// Skipped after a failure: a client that failed printed no pids, and a server connection a
+  /// failed client left inside a transaction is closed and replaced.
+  void expect_movement(const std::map<std::string, std::set<std::string>>& pids_by_client) {
+    if (HasFailure()) return;
+    std::set<std::string> all;
+    for (const auto& [client, pids] : pids_by_client) {
+      all.insert(pids.begin(), pids.end());
+      if (GetParam() == Movement::kMoving) {
+        EXPECT_GE(pids.size(), 2U) << client << " never changed server connection";
+      }
+    }
+    RecordProperty("server_connections", static_cast<int>(all.size()));
+    if (GetParam() != Movement::kMoving) {
+      EXPECT_GE(all.size(), 1U);
+      EXPECT_LE(all.size(), 2U) << "more server connections than [pool] max_size = 2";
+      EXPECT_LT(all.size(), pids_by_client.size()) << "no server connection was shared";
+    }
+  }
+
+  std::unique_ptr<Proxy> proxy_;
+};
+
+/// Six psycopg2 clients, each with its own `ins`/`total` and search_path.
+TEST_P(ClientsTest, Psycopg2PreparedStatementsAndSearchPath) {
+  ASSERT_NO_FATAL_FAILURE(require_python());
+  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_py CASCADE");
+
+  const int n = transactions(200);
+  std::vector<std::string> clients;
+  std::vector<std::string> commands;
+  for (int i = 0; i < 6; ++i) {
+    clients.push_back("py" + std::to_string(i));
+    commands.push_back(python_command(clients.back(), n));
+  }
+  const auto results = run_concurrently(commands);
+  expect_movement(expect_clients_ok(*proxy_, "psycopg_client", clients, results, n));
+  EXPECT_EQ(rows_in("clients_py.t"), expected_rows(clients, n));
+}
+
+/// Three pgjdbc clients whose S_n statements have the same names but different texts.
+TEST_P(ClientsTest, PgjdbcNamedStatementsAndSearchPath) {
+  ASSERT_NO_FATAL_FAILURE(require_java());
   const auto classes = compiled_jdbc_client();
   ASSERT_EQ(classes.rfind("javac failed", 0), std::string::npos) << classes;
   Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_jdbc CASCADE");
-  Proxy proxy(shared_pool_toml());
 
-  // JVM start-up dominates on a small machine: a client JIT and a serial GC keep it short.
-  constexpr int kTransactions = 150;
+  const int n = transactions(150);
   std::vector<std::string> clients;
   std::vector<std::string> commands;
   for (int i = 0; i < 3; ++i) {
     clients.push_back("jdbc" + std::to_string(i));
-    commands.push_back("java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss512k -cp " + classes +
-                       ":" + kJdbcJar + " JdbcClient 127.0.0.1 " + std::to_string(proxy.port()) +
-                       " " + clients.back() + " " + std::to_string(kTransactions));
+    commands.push_back(java_command(classes, clients.back(), n));
   }
   const auto results = run_concurrently(commands);
-  expect_shared(expect_clients_ok(proxy, "JdbcClient", clients, results, kTransactions));
-  EXPECT_EQ(rows_in("clients_jdbc.t"), expected_rows(clients, kTransactions));
+  expect_movement(expect_clients_ok(*proxy_, "JdbcClient", clients, results, n));
+  EXPECT_EQ(rows_in("clients_jdbc.t"), expected_rows(clients, n));
 }
 
-// ------------------------------------------------------------------------------------------
-// Both at once
-// ------------------------------------------------------------------------------------------
-
-/// psycopg2's PREPAREd `ins`/`total` and pgjdbc's S_n statements, with two different committed
-/// search_paths, interleaved on the same two server connections.
-TEST(ClientsTest, MixedDriversShareServerConnections) {
-  ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import psycopg2'", "python3-psycopg2"));
-  ASSERT_NO_FATAL_FAILURE(
-      require("javac -version && java -version", "default-jdk-headless (javac, java)"));
-  ASSERT_NO_FATAL_FAILURE(
-      require("test -r " + kJdbcJar, "libpostgresql-jdbc-java (" + kJdbcJar + ")"));
+/// psycopg2's PREPAREd `ins`/`total` and pgjdbc's S_n statements, with search_paths that resolve
+/// `t` into different schemas, interleaved on the same server connections.
+TEST_P(ClientsTest, MixedDriversShareServerConnections) {
+  ASSERT_NO_FATAL_FAILURE(require_python());
+  ASSERT_NO_FATAL_FAILURE(require_java());
   const auto classes = compiled_jdbc_client();
   ASSERT_EQ(classes.rfind("javac failed", 0), std::string::npos) << classes;
   Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_py CASCADE");
   Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_jdbc CASCADE");
-  Proxy proxy(shared_pool_toml());
 
-  constexpr int kTransactions = 150;
-  const std::vector<std::string> py = {"mixpy0", "mixpy1"};
+  const int n = transactions(150);
   const std::vector<std::string> jdbc = {"mixjdbc0", "mixjdbc1"};
+  const std::vector<std::string> py = {"mixpy0", "mixpy1"};
   std::vector<std::string> commands;
-  for (const auto& client : jdbc) {
-    commands.push_back("java -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss512k -cp " + classes +
-                       ":" + kJdbcJar + " JdbcClient 127.0.0.1 " + std::to_string(proxy.port()) +
-                       " " + client + " " + std::to_string(kTransactions));
-  }
-  for (const auto& client : py) {
-    // Started a little later, so they run while the JVMs (slow to start) do.
-    commands.push_back("sleep 1; " + kPython + " " + kClientsDir +
-                       "/psycopg_client.py --host 127.0.0.1 --port " +
-                       std::to_string(proxy.port()) + " --client " + client + " --transactions " +
-                       std::to_string(kTransactions));
-  }
+  for (const auto& client : jdbc) commands.push_back(java_command(classes, client, n));
+  // Started a little later, so that they run while the JVMs (slow to start) do.
+  for (const auto& client : py) commands.push_back("sleep 1; " + python_command(client, n));
   const auto results = run_concurrently(commands);
-  const std::vector<CommandResult> jdbc_results(results.begin(), results.begin() + 2);
-  const std::vector<CommandResult> py_results(results.begin() + 2, results.end());
-  auto pids = expect_clients_ok(proxy, "JdbcClient", jdbc, jdbc_results, kTransactions);
-  const auto py_pids = expect_clients_ok(proxy, "psycopg_client", py, py_results, kTransactions);
-  pids.insert(py_pids.begin(), py_pids.end());
-  expect_shared(pids);
-  EXPECT_EQ(rows_in("clients_jdbc.t"), expected_rows(jdbc, kTransactions));
-  EXPECT_EQ(rows_in("clients_py.t"), expected_rows(py, kTransactions));
+
+  auto pids = expect_clients_ok(*proxy_, "JdbcClient", jdbc, {results[0], results[1]}, n);
+  pids.merge(expect_clients_ok(*proxy_, "psycopg_client", py, {results[2], results[3]}, n));
+  expect_movement(pids);
+  EXPECT_EQ(rows_in("clients_jdbc.t"), expected_rows(jdbc, n));
+  EXPECT_EQ(rows_in("clients_py.t"), expected_rows(py, n));
 }
+
+INSTANTIATE_TEST_SUITE_P(
+    Pool, ClientsTest, ::testing::Values(Movement::kShared, Movement::kEvicting, Movement::kMoving),
+    [](const ::testing::TestParamInfo<Movement>& info) { return movement_name(info.param); });
 
 }  // namespace
 }  // namespace pgrelay::test

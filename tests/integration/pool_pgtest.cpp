@@ -283,6 +283,21 @@ TEST(PoolAuthTest, ScramPlusOverTls) {
   EXPECT_FALSE(plain.ok());
 }
 
+TEST(PoolAuthTest, BackendThatRefusesTheLoginIsNamed) {
+  // pgrelay accepts the client (its userlist says so) but the backend does not: the client gets
+  // the backend's own error, with a detail naming the backend.
+  const auto userlist = write_userlist("userlist-stale.txt", "\"app\" \"stale-password\"\n");
+  Proxy proxy(pooled_toml("scram-sha-256", userlist, "mode = \"transaction\""));
+  VerboseConn conn(proxy.conninfo("password=stale-password"));
+  EXPECT_FALSE(conn.ok());
+  EXPECT_NE(conn.error().find("FATAL:  28P01: password authentication failed for user \"app\""),
+            std::string::npos)
+      << conn.error();
+  EXPECT_NE(conn.error().find("DETAIL:  pgrelay could not log in to backend \"node1\""),
+            std::string::npos)
+      << conn.error();
+}
+
 TEST(PoolAuthTest, PlainTextPasswordWithScram) {
   const auto userlist = write_userlist("userlist-plain.txt", "\"app\" \"app\"\n");
   Proxy proxy(pooled_toml("scram-sha-256", userlist, "mode = \"transaction\"\nmax_size = 4"));

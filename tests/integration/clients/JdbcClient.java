@@ -5,9 +5,12 @@
 // Usage: java -cp DIR:/usr/share/java/postgresql.jar JdbcClient HOST PORT CLIENT TRANSACTIONS
 //
 // It creates schema clients_jdbc and table clients_jdbc.t, commits
-// `SET search_path TO clients_jdbc, public`, then runs TRANSACTIONS short transactions that reuse
-// the same PreparedStatement objects (the driver's S_1, S_2, ... on the server) against the
-// unqualified table name; every tenth transaction is rolled back. Any mismatch exits with status 1
+// `SET search_path TO clients_jdbc, <client>_absent, public`, then runs TRANSACTIONS short
+// transactions that reuse the same PreparedStatement objects (the driver's named S_n statements on
+// the server) against the unqualified table name; every tenth transaction is rolled back. The
+// schema <client>_absent does not exist: it only makes every client's search_path different, so
+// a setting leaking between clients is caught; the client's name is a literal in the statements'
+// text, so a mix-up of two clients' S_n changes the results. Any mismatch exits with status 1
 // and a message on stderr; success prints one line:
 //
 //   JdbcClient <id>: ok transactions=N committed=C rows=C pids=P1,P2
@@ -25,11 +28,12 @@ import java.util.StringJoiner;
 
 public final class JdbcClient {
   private static final String SCHEMA = "clients_jdbc";
-  private static final String SEARCH_PATH = "clients_jdbc, public";
   /** Serialises CREATE SCHEMA/TABLE IF NOT EXISTS between concurrent clients. */
   private static final int DDL_LOCK = 7302;
 
   private static String client = "?";
+  /** Where the client is, for the message of an unexpected SQLException. */
+  private static String step = "connect";
 
   private JdbcClient() {}
 
@@ -57,6 +61,11 @@ public final class JdbcClient {
       System.exit(2);
     }
     client = args[2];
+    if (!client.matches("[a-z0-9_]+")) {
+      fail("CLIENT must match [a-z0-9_]+");
+    }
+    final String searchPath = SCHEMA + ", " + client + "_absent, public";
+    final String literal = "'" + client + "'";
     final int transactions = Integer.parseInt(args[3]);
     final String url = "jdbc:postgresql://" + args[0] + ":" + args[1] + "/app";
     Properties props = new Properties();
@@ -73,6 +82,7 @@ public final class JdbcClient {
     long rows = -1;
     Set<Integer> pids = new LinkedHashSet<>();
     try (Connection conn = DriverManager.getConnection(url, props)) {
+      step = "setup";
       conn.setAutoCommit(false);
       try (Statement st = conn.createStatement()) {
         // Schema and table, qualified: the search_path is not set yet.
@@ -81,31 +91,31 @@ public final class JdbcClient {
         st.execute(
             "CREATE TABLE IF NOT EXISTS " + SCHEMA + ".t (client text NOT NULL, n int NOT NULL)");
         conn.commit();
-        st.execute("SET search_path TO " + SEARCH_PATH);
+        st.execute("SET search_path TO " + searchPath);
         conn.commit();
       }
 
       try (Statement st = conn.createStatement();
-          PreparedStatement insert = conn.prepareStatement("INSERT INTO t (client, n) VALUES (?, ?)");
+          PreparedStatement insert =
+              conn.prepareStatement("INSERT INTO t (client, n) VALUES (" + literal + ", ?)");
           PreparedStatement total =
               conn.prepareStatement(
                   "SELECT count(*), coalesce(sum(n), 0), current_setting('search_path'),"
                       + " (SELECT relnamespace::regnamespace::text FROM pg_class"
                       + "  WHERE oid = 't'::regclass), pg_backend_pid()"
-                      + " FROM t WHERE client = ?")) {
+                      + " FROM t WHERE client = " + literal)) {
         for (int i = 0; i < transactions; ++i) {
           final String where = "transaction " + i;
+          step = where;
           final String shown = text(st, "SHOW search_path");
           expect(
-              SEARCH_PATH.equals(shown),
-              where + ": SHOW search_path = '" + shown + "', want '" + SEARCH_PATH + "'");
+              searchPath.equals(shown),
+              where + ": SHOW search_path = '" + shown + "', want '" + searchPath + "'");
 
-          insert.setString(1, client);
-          insert.setInt(2, i);
+          insert.setInt(1, i);
           final int inserted = insert.executeUpdate();
           expect(inserted == 1, where + ": insert inserted " + inserted + " rows");
 
-          total.setString(1, client);
           try (ResultSet rs = total.executeQuery()) {
             expect(rs.next(), where + ": no row from the total query");
             final long count = rs.getLong(1);
@@ -118,7 +128,7 @@ public final class JdbcClient {
                 where + ": total = (" + count + ", " + sum + "), want (" + (committed + 1) + ", "
                     + (committedSum + i) + ")");
             expect(
-                SEARCH_PATH.equals(path),
+                searchPath.equals(path),
                 where + ": current_setting('search_path') = '" + path + "'");
             expect(SCHEMA.equals(schema), where + ": 't' resolved into schema " + schema);
           }
@@ -132,7 +142,7 @@ public final class JdbcClient {
           }
         }
 
-        total.setString(1, client);
+        step = "final check";
         try (ResultSet rs = total.executeQuery()) {
           expect(rs.next(), "final: no row from the total query");
           rows = rs.getLong(1);
@@ -145,7 +155,9 @@ public final class JdbcClient {
         conn.commit();
       }
     } catch (SQLException e) {
-      fail(e.getClass().getSimpleName() + " " + e.getSQLState() + ": " + e.getMessage());
+      fail(
+          step + ": " + e.getClass().getSimpleName() + " " + e.getSQLState() + ": "
+              + e.getMessage());
     }
 
     StringJoiner joined = new StringJoiner(",");

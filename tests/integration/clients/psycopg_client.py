@@ -2,9 +2,13 @@
 """A psycopg2 client for clients_pgtest: SQL-level prepared statements and a committed
 search_path that must follow the client across transactions in pgrelay's transaction mode.
 
-It creates schema clients_py and table clients_py.t, commits `SET search_path TO clients_py,
-public`, prepares `ins` and `total` once, then runs many short transactions that EXECUTE them
-against the unqualified table name. Every tenth transaction is rolled back. Any mismatch exits
+It creates schema clients_py and table clients_py.t, commits
+`SET search_path TO clients_py, <client>_absent, public`, prepares `ins` and `total` once, then
+runs many short transactions that EXECUTE them against the unqualified table name. Every tenth
+transaction is rolled back. The schema <client>_absent does not exist: it only makes every
+client's search_path different, so one client's setting showing up in another's session is
+caught, and the client's name in the statements' text makes a mix-up of two clients' `ins` or
+`total` change the counts. Any mismatch exits
 with status 1 and a message on stderr; success prints one line:
 
     psycopg_client <id>: ok transactions=N committed=C rows=C pids=P1,P2
@@ -15,12 +19,12 @@ statements here are PREPARE/EXECUTE statements, not protocol-level Parse/Bind.
 
 import argparse
 import os
+import re
 import sys
 
 import psycopg2
 
 SCHEMA = "clients_py"
-SEARCH_PATH = "clients_py, public"
 # Serialises CREATE SCHEMA/TABLE IF NOT EXISTS between concurrent clients (both can otherwise
 # fail with a unique violation on the catalog).
 DDL_LOCK = 7301
@@ -48,6 +52,9 @@ def main():
     parser.add_argument("--transactions", type=int, default=200)
     args = parser.parse_args()
     client = args.client
+    if not re.fullmatch(r"[a-z0-9_]+", client):
+        fail(client, "--client must match [a-z0-9_]+")
+    search_path = f"{SCHEMA}, {client}_absent, public"
 
     try:
         conn = psycopg2.connect(host=args.host, port=args.port, user=args.user,
@@ -58,6 +65,7 @@ def main():
     conn.autocommit = False
     cur = conn.cursor()
 
+    where = "setup"
     try:
         # Schema and table, qualified: the search_path is not set yet.
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))
@@ -65,7 +73,7 @@ def main():
         cur.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.t (client text NOT NULL, n int NOT NULL)")
         conn.commit()
 
-        cur.execute(f"SET search_path TO {SEARCH_PATH}")
+        cur.execute(f"SET search_path TO {search_path}")
         conn.commit()
 
         # Prepared once, in their own transaction; `t` resolves through the search_path now.
@@ -79,9 +87,9 @@ def main():
         committed_sum = 0
         for i in range(args.transactions):
             where = f"transaction {i}"
-            search_path = one(cur, "SHOW search_path")
-            if search_path != SEARCH_PATH:
-                fail(client, f"{where}: SHOW search_path = {search_path!r}, want {SEARCH_PATH!r}")
+            shown = one(cur, "SHOW search_path")
+            if shown != search_path:
+                fail(client, f"{where}: SHOW search_path = {shown!r}, want {search_path!r}")
             schema = one(cur, "SELECT current_schema(), 't'::regclass::text, "
                               "(SELECT relnamespace::regnamespace::text FROM pg_class "
                               "WHERE oid = 't'::regclass)")
@@ -108,13 +116,16 @@ def main():
                 committed_sum += i
 
         # After the last transaction: everything committed, nothing rolled back, still visible.
+        where = "final check"
         rows, total = one(cur, "EXECUTE total")
         conn.commit()
         if (rows, total) != (committed, committed_sum):
             fail(client, f"final EXECUTE total = ({rows}, {total}), "
                          f"want ({committed}, {committed_sum})")
     except psycopg2.Error as error:
-        fail(client, f"{type(error).__name__} {error.pgcode}: {str(error).strip()}")
+        query = cur.query.decode() if cur.query else None
+        fail(client, f"{where}: {type(error).__name__} {error.pgcode}: {str(error).strip()} "
+                     f"(last query sent: {query!r})")
     conn.close()
 
     print(f"psycopg_client {client}: ok transactions={args.transactions} committed={committed} "
