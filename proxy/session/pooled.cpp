@@ -587,6 +587,7 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
   client_reported_ = server.reported;
   server.last_client = id_;
   server.last_client_version = params_version_;
+  server.state_key = state_key();
 
   client_key_ = shared_.cancels.add(CancelTarget{server.host, server.port, server.key});
   out_.clear();
@@ -637,6 +638,8 @@ awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
 }
 
 awaitable<void> Session::end_pooled() {
+  // Whatever ended the loop, the server reader must end too.
+  stop_relay("");
   if (server_conn_) {
     if (!transaction_mode_ && idle() && !final_error_) {
       // Session mode: clean the connection for the next client.
@@ -693,6 +696,17 @@ awaitable<void> Session::pooled_client_loop() {
   c2s_buffer_.resize(kClientBufferSize);
   s2c_buffer_.resize(kServerBufferSize);
   c2s_begin_ = c2s_end_ = 0;
+  asio::co_spawn(
+      client_.get_executor(),
+      [self = shared_from_this()]() -> awaitable<void> {
+        try {
+          co_await self->server_reader_loop();
+        } catch (const std::exception& e) {
+          spdlog::error("c{}: internal error: {}", self->id_, e.what());
+          self->stop_relay("internal error");
+        }
+      },
+      asio::detached);
   if (server_conn_) attach_started();
   while (!closing_) {
     if (c2s_end_ == c2s_buffer_.size()) {
@@ -828,27 +842,17 @@ awaitable<bool> Session::answer_prepare_locally() {
 }
 
 void Session::attach_started() {
-  // The server reader of this attachment.
-  asio::co_spawn(
-      client_.get_executor(),
-      [self = shared_from_this(), attachment = attachment_]() -> awaitable<void> {
-        try {
-          co_await self->server_reader(attachment);
-        } catch (const std::exception& e) {
-          spdlog::error("c{}: internal error: {}", self->id_, e.what());
-          self->stop_relay("internal error");
-        }
-      },
-      asio::detached);
+  // Wake the server reader for this attachment (one reader for the session's life: no
+  // coroutine per transaction).
+  reader_signal_.cancel();
   if (!transaction_mode_) return;
   // Bring the connection to the client's parameters (pipelined before the client's messages).
   auto& server = *server_conn_;
-  if (server.last_client == id_ && server.last_client_version == params_version_) return;
+  if (server.state_key == state_key()) return;
   c2s_segments_.clear();
   c2s_extra_.clear();
   append_param_sync();
-  server.last_client = id_;
-  server.last_client_version = params_version_;
+  server.state_key = state_key();
   if (c2s_extra_.empty()) return;
   // Sent now, ahead of the client's messages (nothing else is on the wire yet).
   error_code ec;
@@ -860,6 +864,23 @@ void Session::attach_started() {
     stop_relay("backend connection lost");
   }
   c2s_extra_.clear();
+}
+
+const std::string& Session::state_key() {
+  if (state_key_version_ != params_version_) {
+    state_key_.clear();
+    for (auto name : kReportedSettable) {
+      state_key_.append(name).push_back('\0');
+      if (const std::string* value = client_reported_.find(name)) state_key_.append(*value);
+      state_key_.push_back('\0');
+    }
+    for (const auto& [name, value] : client_set_.items()) {
+      state_key_.append(name).push_back('\0');
+      state_key_.append(value).push_back('\0');
+    }
+    state_key_version_ = params_version_;
+  }
+  return state_key_;
 }
 
 void Session::append_param_sync() {
@@ -1280,6 +1301,17 @@ void Session::ensure_prepared(const Statement& statement, bool sql) {
 
 // ---- relay: server to client -----------------------------------------------------------------
 
+awaitable<void> Session::server_reader_loop() {
+  while (!closing_) {
+    if (!server_conn_) {
+      reader_signal_.expires_at(std::chrono::steady_clock::time_point::max());
+      co_await reader_signal_.async_wait(kNoThrow);
+      continue;
+    }
+    co_await server_reader(attachment_);
+  }
+}
+
 awaitable<void> Session::server_reader(std::uint64_t attachment) {
   s2c_begin_ = s2c_end_ = 0;
   s2c_stream_left_ = 0;
@@ -1492,7 +1524,7 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
               "pgrelay could not restore session parameters on backend \"" + backend_name_ + "\"",
               fields ? fields->message : std::string_view{});
           if (server_conn_) server_conn_->set_values.clear();
-          if (server_conn_) server_conn_->last_client = 0;
+          if (server_conn_) server_conn_->state_key.clear();
         }
         return false;
       }
@@ -1643,6 +1675,7 @@ void Session::detach(bool reusable) {
   s2c_stream_left_ = 0;
   server_conn_->last_client = id_;
   server_conn_->last_client_version = params_version_;
+  if (transaction_mode_) server_conn_->state_key = state_key();
   if (server_pool_ != nullptr) {
     server_pool_->release(std::move(server_conn_), reusable);
   } else {

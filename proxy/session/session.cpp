@@ -58,6 +58,7 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
       server_(client_.get_executor()),
       watchdog_(client_.get_executor()),
       timer_(client_.get_executor()),
+      reader_signal_(client_.get_executor()),
       c2s_scanner_(config_->limits.max_message_bytes),
       // The limit protects pgrelay from its clients; results from the server are only streamed.
       s2c_scanner_(std::numeric_limits<std::uint32_t>::max()) {
@@ -101,6 +102,7 @@ void Session::stop_relay(std::string_view reason) {
   if (pooled_) {
     // The server connection is given back (or closed) by end_pooled(); stop its reader.
     if (server_conn_) server_conn_->socket.cancel(ignored);
+    reader_signal_.cancel();
     client_.cancel(ignored);
     timer_.cancel();
     return;

@@ -69,6 +69,9 @@ struct ServerConn {
   /// gets its own connection back skip the parameter comparison.
   std::uint64_t last_client = 0;
   std::uint64_t last_client_version = 0;
+  /// The parameter state (Session::state_key) this connection was last brought to: a client
+  /// with the same state needs no synchronisation.
+  std::string state_key;
 };
 
 using ServerPtr = std::unique_ptr<ServerConn>;

@@ -161,6 +161,7 @@ class Session : public std::enable_shared_from_this<Session> {
   net::asio::awaitable<std::optional<std::string>> exchange(std::string_view sql);
   net::asio::awaitable<bool> pooled_login(const protocol::StartupMessage& startup);
   net::asio::awaitable<void> pooled_client_loop();
+  net::asio::awaitable<void> server_reader_loop();
   net::asio::awaitable<void> server_reader(std::uint64_t attachment);
   net::asio::awaitable<void> end_pooled();
   net::asio::awaitable<bool> answer_prepare_locally();
@@ -171,6 +172,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void handle_parse(protocol::Bytes message);
   void ensure_prepared(const Statement& statement, bool sql);
   void append_param_sync();
+  const std::string& state_key();
   void send_readback();
   bool process_server_messages();
   bool handle_server_message(protocol::BackendType type, protocol::Bytes body);
@@ -224,6 +226,7 @@ class Session : public std::enable_shared_from_this<Session> {
   net::tcp::socket server_;
   net::asio::steady_timer watchdog_;
   net::asio::steady_timer timer_;
+  net::asio::steady_timer reader_signal_;  ///< wakes the pooled server reader on attach
 
   std::string peer_;
   std::string user_;
@@ -286,6 +289,8 @@ class Session : public std::enable_shared_from_this<Session> {
   pool::ParamList client_reported_;  ///< GUC_REPORT parameters as the client was told them
   pool::ParamList client_set_;       ///< other parameters in effect for the client
   std::uint64_t params_version_ = 1;
+  std::uint64_t state_key_version_ = 0;
+  std::string state_key_;  ///< the client's parameters as one comparable string
   std::vector<std::string> readback_;
   StatementMap statements_;      ///< protocol-level named statements
   StatementMap sql_statements_;  ///< SQL PREPARE names
