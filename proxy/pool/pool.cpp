@@ -293,6 +293,7 @@ awaitable<AcquireResult> open_server(const asio::any_io_executor& executor,
         break;
       case BackendType::kReadyForQuery:
         if (!reader.drained()) co_return login_error(address, "unexpected data after login");
+        conn->initial_reported = conn->reported;
         co_return std::move(conn);
       case BackendType::kErrorResponse: {
         const auto fields = protocol::parse_error_fields(body);

@@ -527,50 +527,26 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
     }
     wanted.emplace_back(name, value);
   }
-  std::string sql;
-  auto add_set = [&sql](std::string_view name, std::string_view value) {
-    sql += sql.empty() ? "SELECT " : ", ";
-    sql +=
-        "pg_catalog.set_config(" + quote_literal(name) + ", " + quote_literal(value) + ", false)";
-  };
   auto& server = *server_conn_;
-  client_set_.clear();
-  // Reported parameters: the client's value, else what this connection had at its login.
+  // Reported parameters: the client's value, else what the connection had right after its own
+  // login (another client may have changed it since). Others: the client's startup values.
+  pool::ParamList want_reported;
   for (auto name : kReportedSettable) {
     const auto it = std::find_if(wanted.begin(), wanted.end(),
                                  [&](const auto& w) { return iequals(w.first, name); });
-    const std::string* current = server.reported.find(name);
     if (it != wanted.end()) {
-      if (current == nullptr || *current != it->second) add_set(name, it->second);
+      want_reported.set(name, it->second);
+    } else if (const std::string* initial = server.initial_reported.find(name)) {
+      want_reported.set(name, *initial);
     }
   }
+  client_set_.clear();
   for (const auto& [name, value] : wanted) {
-    if (is_reported(name)) continue;
-    client_set_.set(name, value);
+    if (!is_reported(name)) client_set_.set(name, value);
   }
-  for (const auto& [name, value] : client_set_.items()) {
-    const std::string* current = server.set_values.find(name);
-    if (current == nullptr || *current != value) add_set(name, value);
-  }
-  std::string resets;
-  for (const auto& [name, value] : server.set_values.items()) {
-    if (client_set_.find(name) == nullptr) resets += "RESET " + quote_guc_name(name) + ";";
-  }
-  // Reported parameters another client changed on this connection go back to its defaults.
-  bool needs_reset_reported = server.last_client != 0 && server.last_client != id_;
-  if (!sql.empty() || !resets.empty() || needs_reset_reported) {
-    std::string text;
-    if (needs_reset_reported) {
-      for (auto name : kReportedSettable) {
-        const bool mine = std::any_of(wanted.begin(), wanted.end(),
-                                      [&](const auto& w) { return iequals(w.first, name); });
-        if (!mine && name != "default_transaction_read_only") {
-          text += "RESET " + std::string(name) + ";";
-        }
-      }
-    }
-    text += resets;
-    if (!sql.empty()) text += sql;
+  const std::string text =
+      pool::param_sync_sql(want_reported, client_set_, server.reported, server.set_values);
+  if (!text.empty()) {
     if (auto error = co_await exchange(text)) {
       // A startup parameter the server rejects fails the login, as it would without pgrelay.
       close_reason_ = "startup parameter refused";

@@ -58,8 +58,9 @@ struct ServerConn {
   std::string host;
   std::uint16_t port = 0;
   protocol::BackendKeyData key{};
-  ParamList reported;    ///< GUC_REPORT parameters as the server last reported them
-  ParamList set_values;  ///< other parameters pgrelay (or a client) changed on it
+  ParamList reported;          ///< GUC_REPORT parameters as the server last reported them
+  ParamList initial_reported;  ///< ... and as they were right after its login (the defaults)
+  ParamList set_values;        ///< other parameters pgrelay (or a client) changed on it
   PreparedCache prepared;
   Clock::time_point created{};
   Clock::time_point returned{};
