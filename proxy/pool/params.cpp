@@ -8,18 +8,18 @@ namespace pgrelay::pool {
 
 namespace {
 
+constexpr std::string_view kReportedOther[] = {"in_hot_standby",        "is_superuser",
+                                               "session_authorization", "server_version",
+                                               "server_encoding",       "integer_datetimes"};
+
+}  // namespace
+
 bool iequals(std::string_view a, std::string_view b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
 }
-
-constexpr std::string_view kReportedOther[] = {"in_hot_standby",        "is_superuser",
-                                               "session_authorization", "server_version",
-                                               "server_encoding",       "integer_datetimes"};
-
-}  // namespace
 
 const std::string* ParamList::find(std::string_view name) const {
   for (const auto& [key, value] : items_) {

@@ -35,17 +35,10 @@ constexpr auto kPrimaryPoll = 20ms;
 /// A name no statement ever has: closing it answers CloseComplete without side effects.
 constexpr std::string_view kNoStatement = "pgrelay_closed";
 
+using pool::iequals;
 using pool::is_reported;
 using pool::kReportedSettable;
-using pool::quote_guc_name;
 using pool::quote_literal;
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
 
 /// Splits the `options` startup parameter as PostgreSQL does (whitespace, backslash escapes)
 /// and returns its `-c name=value` / `--name=value` settings.

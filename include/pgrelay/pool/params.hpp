@@ -35,6 +35,9 @@ inline constexpr std::string_view kReportedSettable[] = {"application_name",
                                                          "standard_conforming_strings",
                                                          "default_transaction_read_only"};
 
+/// ASCII case-insensitive equality, as PostgreSQL compares parameter names.
+[[nodiscard]] bool iequals(std::string_view a, std::string_view b);
+
 /// True for every GUC_REPORT parameter of PostgreSQL 15 (settable or not).
 [[nodiscard]] bool is_reported(std::string_view name);
 
