@@ -188,14 +188,16 @@ std::optional<std::size_t> parse_data_row(Bytes body,
   return count;
 }
 
-void append_error_response(ByteVector& out, Severity severity, std::string_view sqlstate,
-                           std::string_view message, std::string_view detail) {
-  const std::size_t at = begin_message(out, 'E');
-  const std::string_view sev = severity == Severity::kFatal ? "FATAL" : "ERROR";
+namespace {
+
+/// ErrorResponse ('E') or NoticeResponse ('N') with severity, code, message and detail.
+void append_fields(ByteVector& out, char type, std::string_view severity, std::string_view sqlstate,
+                   std::string_view message, std::string_view detail) {
+  const std::size_t at = begin_message(out, type);
   out.push_back('S');
-  append_cstring(out, sev);
+  append_cstring(out, severity);
   out.push_back('V');
-  append_cstring(out, sev);
+  append_cstring(out, severity);
   out.push_back('C');
   append_cstring(out, sqlstate);
   out.push_back('M');
@@ -206,6 +208,14 @@ void append_error_response(ByteVector& out, Severity severity, std::string_view 
   }
   out.push_back(0);
   end_message(out, at);
+}
+
+}  // namespace
+
+void append_error_response(ByteVector& out, Severity severity, std::string_view sqlstate,
+                           std::string_view message, std::string_view detail) {
+  append_fields(out, 'E', severity == Severity::kFatal ? "FATAL" : "ERROR", sqlstate, message,
+                detail);
 }
 
 void append_parameter_status(ByteVector& out, std::string_view name, std::string_view value) {
@@ -230,21 +240,7 @@ void append_ready_for_query(ByteVector& out, TransactionStatus status) {
 
 void append_notice(ByteVector& out, std::string_view severity, std::string_view sqlstate,
                    std::string_view message, std::string_view detail) {
-  const std::size_t at = begin_message(out, 'N');
-  out.push_back('S');
-  append_cstring(out, severity);
-  out.push_back('V');
-  append_cstring(out, severity);
-  out.push_back('C');
-  append_cstring(out, sqlstate);
-  out.push_back('M');
-  append_cstring(out, message);
-  if (!detail.empty()) {
-    out.push_back('D');
-    append_cstring(out, detail);
-  }
-  out.push_back(0);
-  end_message(out, at);
+  append_fields(out, 'N', severity, sqlstate, message, detail);
 }
 
 void append_query(ByteVector& out, std::string_view sql) {

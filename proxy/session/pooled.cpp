@@ -12,6 +12,7 @@
 #include "pgrelay/session/session.hpp"
 #include "pgrelay/sql/lexer.hpp"
 #include "pgrelay/sql/session_effects.hpp"
+#include "relay_limits.hpp"
 
 namespace pgrelay::session {
 
@@ -28,10 +29,7 @@ using protocol::TransactionStatus;
 
 namespace {
 
-constexpr std::size_t kClientBufferSize = 16 * 1024;
-constexpr std::size_t kServerBufferSize = 32 * 1024;
-constexpr std::uint32_t kMaxAuthMessage = 65535;
-constexpr auto kPrimaryPoll = 20ms;
+using namespace detail;
 /// A name no statement ever has: closing it answers CloseComplete without side effects.
 constexpr std::string_view kNoStatement = "pgrelay_closed";
 
@@ -163,7 +161,7 @@ awaitable<std::optional<protocol::ByteVector>> Session::read_auth_response(std::
                                                           std::to_string(header[0]));
     co_return std::nullopt;
   }
-  if (length < 4 || length > kMaxAuthMessage) {
+  if (length < 4 || length > kMaxLoginMessage) {
     co_await send_fatal(sqlstate::kProtocolViolation, "invalid message length");
     co_return std::nullopt;
   }
@@ -631,7 +629,7 @@ awaitable<void> Session::end_pooled() {
   if (final_error_) co_await send_fatal(final_error_->sqlstate, final_error_->message);
   error_code ignored;
   if (tls_) {
-    timer_.expires_after(1s);
+    timer_.expires_after(kFinalWriteTimeout);
     co_await (tls_->async_shutdown(kNoThrow) || timer_.async_wait(kNoThrow));
   }
   client_.close(ignored);

@@ -10,6 +10,7 @@
 
 #include "pgrelay/net/workers.hpp"
 #include "pgrelay/protocol/sqlstate.hpp"
+#include "relay_limits.hpp"
 
 namespace pgrelay::session {
 
@@ -26,18 +27,10 @@ using protocol::FrontendType;
 
 namespace {
 
-/// Relay buffers per direction. Large enough that a big result streams in few syscalls.
-constexpr std::size_t kServerBufferSize = 32 * 1024;
-/// Client messages are mostly small; COPY FROM STDIN still streams well through this.
-constexpr std::size_t kClientBufferSize = 16 * 1024;
-/// Largest client message accepted during login (password, SASL): PostgreSQL's auth token limit.
-constexpr std::uint32_t kMaxLoginMessage = 65535;
+using namespace detail;
+
 /// Largest server message buffered during login (they are a few bytes each: R, S, K, Z, E).
 constexpr std::uint32_t kMaxLoginServerMessage = 1024 * 1024;
-/// How often a session re-reads the topology while waiting for a primary.
-constexpr auto kPrimaryPoll = 20ms;
-/// How long pgrelay tries to deliver its last FATAL to a client before closing anyway.
-constexpr auto kFinalWriteTimeout = 1s;
 
 std::string endpoint_text(const tcp::socket& socket) {
   error_code ec;

@@ -175,6 +175,18 @@ TEST(AppendErrorResponse, ProducesExactWireBytes) {
   EXPECT_EQ(out, expected);
 }
 
+TEST(AppendNotice, IsANoticeResponseWithTheGivenSeverity) {
+  ByteVector out;
+  append_notice(out, "WARNING", "XX000", "careful", "why");
+  const ByteVector body = body_of(out, 'N');
+  const auto fields = parse_error_fields(span_of(body));
+  ASSERT_TRUE(fields.has_value());
+  EXPECT_EQ(fields->severity, "WARNING");
+  EXPECT_EQ(fields->sqlstate, "XX000");
+  EXPECT_EQ(fields->message, "careful");
+  EXPECT_EQ(fields->detail, "why");
+}
+
 TEST(AppendErrorResponse, RoundTripsThroughParseErrorFields) {
   struct Case {
     Severity severity;
