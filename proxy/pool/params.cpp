@@ -14,13 +14,6 @@ constexpr std::string_view kReportedOther[] = {"in_hot_standby",        "is_supe
 
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 const std::string* ParamList::find(std::string_view name) const {
   for (const auto& [key, value] : items_) {
     if (iequals(key, name)) return &value;

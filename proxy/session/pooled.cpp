@@ -80,14 +80,6 @@ std::vector<std::pair<std::string, std::string>> parse_options(std::string_view 
   return settings;
 }
 
-/// Writes gathered segments without copying the list (one buffer: the plain overload).
-template <typename Stream>
-awaitable<std::tuple<error_code, std::size_t>> write_all(
-    Stream& stream, const std::vector<asio::const_buffer>& iov) {
-  if (iov.size() == 1) co_return co_await asio::async_write(stream, iov.front(), kNoThrow);
-  co_return co_await asio::async_write(stream, std::span<const asio::const_buffer>(iov), kNoThrow);
-}
-
 std::string_view text_of(protocol::Bytes bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
@@ -660,8 +652,8 @@ void Session::add_passthrough(std::size_t begin, std::size_t length) {
 }
 
 awaitable<void> Session::pooled_client_loop() {
-  c2s_buffer_.resize(kClientBufferSize);
-  s2c_buffer_.resize(kServerBufferSize);
+  c2s_buffer_ = worker_.take_buffer(kClientBufferSize);
+  s2c_buffer_ = worker_.take_buffer(kServerBufferSize);
   c2s_begin_ = c2s_end_ = 0;
   asio::co_spawn(
       client_.get_executor(),
@@ -680,8 +672,13 @@ awaitable<void> Session::pooled_client_loop() {
       // process_client_messages() grows the buffer for a message that needs its whole body.
       c2s_buffer_.resize(c2s_buffer_.size() * 2);
     }
-    auto [ec, n] = co_await client_read_some(
-        asio::buffer(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_));
+    error_code ec;
+    std::size_t n =
+        take_login_leftover(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_);
+    if (n == 0) {
+      std::tie(ec, n) = co_await client_read_some(
+          asio::buffer(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_));
+    }
     if (ec) {
       stop_relay(timed_out_ || closing_ ? "" : "client disconnected");
       break;
@@ -727,7 +724,7 @@ awaitable<void> Session::pooled_client_loop() {
     if (!c2s_iov_.empty() && server_conn_) {
       c2s_writing_ = true;
       const auto attachment = attachment_;
-      std::tie(ec, n) = co_await write_all(server_conn_->socket, c2s_iov_);
+      std::tie(ec, n) = co_await net::write_all(server_conn_->socket, c2s_iov_);
       c2s_writing_ = false;
       if (ec || attachment != attachment_) {
         if (!closing_ && attachment == attachment_) {
@@ -1315,9 +1312,9 @@ awaitable<void> Session::server_reader(std::uint64_t attachment) {
     if (!s2c_iov_.empty()) {
       s2c_writing_ = true;
       if (tls_) {
-        std::tie(ec, n) = co_await write_all(*tls_, s2c_iov_);
+        std::tie(ec, n) = co_await net::write_all(*tls_, s2c_iov_);
       } else {
-        std::tie(ec, n) = co_await write_all(client_, s2c_iov_);
+        std::tie(ec, n) = co_await net::write_all(client_, s2c_iov_);
       }
       s2c_writing_ = false;
       if (ec) {

@@ -4,6 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -59,7 +61,25 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
   worker_.sessions.insert(this);
 }
 
+protocol::ByteVector WorkerSessions::take_buffer(std::size_t size) {
+  protocol::ByteVector buffer;
+  if (!spare_buffers.empty()) {
+    buffer = std::move(spare_buffers.back());
+    spare_buffers.pop_back();
+  }
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer;
+}
+
+void WorkerSessions::give_back(protocol::ByteVector&& buffer, std::size_t max_size) {
+  constexpr std::size_t kMaxSpare = 64;
+  if (buffer.empty() || buffer.size() > max_size || spare_buffers.size() >= kMaxSpare) return;
+  spare_buffers.push_back(std::move(buffer));
+}
+
 Session::~Session() {
+  worker_.give_back(std::move(c2s_buffer_), kServerBufferSize);
+  worker_.give_back(std::move(s2c_buffer_), kServerBufferSize);
   worker_.sessions.erase(this);
   if (client_key_) shared_.cancels.remove(*client_key_);
   if (counted_) shared_.stats->client_connections.fetch_sub(1, std::memory_order_relaxed);
@@ -253,6 +273,40 @@ awaitable<void> Session::run() {
                close_reason_.empty() ? "client closed" : close_reason_, seconds);
 }
 
+awaitable<std::tuple<error_code, std::size_t>> Session::client_write(asio::const_buffer buffer) {
+  const std::span<const asio::const_buffer> one(&buffer, 1);
+  if (tls_) co_return co_await net::write_all(*tls_, one);
+  co_return co_await net::write_all(client_, one);
+}
+
+awaitable<std::tuple<error_code, std::size_t>> Session::client_read_exact(
+    asio::mutable_buffer buffer) {
+  auto* out = static_cast<std::uint8_t*>(buffer.data());
+  std::size_t got = 0;
+  while (got < buffer.size()) {
+    if (login_in_begin_ == login_in_end_) {
+      login_in_begin_ = login_in_end_ = 0;
+      error_code ec;
+      std::size_t n = 0;
+      std::tie(ec, n) = co_await client_read_some(asio::buffer(login_in_));
+      if (ec) co_return std::tuple{ec, got};
+      login_in_end_ = n;
+    }
+    const std::size_t take = std::min(buffer.size() - got, login_in_end_ - login_in_begin_);
+    std::memcpy(out + got, login_in_.data() + login_in_begin_, take);
+    login_in_begin_ += take;
+    got += take;
+  }
+  co_return std::tuple{error_code{}, got};
+}
+
+std::size_t Session::take_login_leftover(std::uint8_t* out, std::size_t capacity) {
+  const std::size_t take = std::min(capacity, login_in_end_ - login_in_begin_);
+  if (take > 0) std::memcpy(out, login_in_.data() + login_in_begin_, take);
+  login_in_begin_ += take;
+  return take;
+}
+
 awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
   // A client may ask for TLS and for GSS encryption before its startup message; a few rounds
   // suffice for any real client.
@@ -298,6 +352,13 @@ awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
                             "SSLRequest received on a TLS connection");
         co_return false;
       }
+      if (has_login_leftover()) {
+        // Bytes after the SSLRequest, before our answer: someone trying to get plaintext read as
+        // if it had come over TLS (CVE-2021-23214). PostgreSQL refuses the same way.
+        co_await send_fatal(sqlstate::kProtocolViolation,
+                            "received unencrypted data after SSL request");
+        co_return false;
+      }
       const char answer = shared_.tls ? 'S' : 'N';
       std::tie(ec, n) = co_await client_write(asio::buffer(&answer, 1));
       if (ec) co_return false;
@@ -313,6 +374,11 @@ awaitable<bool> Session::read_startup(protocol::StartupMessage& startup) {
       continue;
     }
     if (std::holds_alternative<protocol::GssEncRequest>(packet)) {
+      if (has_login_leftover()) {
+        co_await send_fatal(sqlstate::kProtocolViolation,
+                            "received unencrypted data after GSSAPI encryption request");
+        co_return false;
+      }
       const char answer = 'N';
       std::tie(ec, n) = co_await client_write(asio::buffer(&answer, 1));
       if (ec) co_return false;
@@ -568,8 +634,8 @@ awaitable<bool> Session::login() {
 }
 
 awaitable<void> Session::relay() {
-  c2s_buffer_.resize(kClientBufferSize);
-  s2c_buffer_.resize(kServerBufferSize);
+  c2s_buffer_ = worker_.take_buffer(kClientBufferSize);
+  s2c_buffer_ = worker_.take_buffer(kServerBufferSize);
   // Bytes the server sent right after ReadyForQuery during login are relayed first.
   if (login_end_ > login_begin_) {
     const protocol::Bytes rest(login_buffer_.data() + login_begin_, login_end_ - login_begin_);
@@ -582,7 +648,9 @@ awaitable<void> Session::relay() {
 
 awaitable<void> Session::client_to_server() {
   while (!closing_) {
-    auto [ec, n] = co_await client_read_some(asio::buffer(c2s_buffer_));
+    error_code ec;
+    std::size_t n = take_login_leftover(c2s_buffer_.data(), c2s_buffer_.size());
+    if (n == 0) std::tie(ec, n) = co_await client_read_some(asio::buffer(c2s_buffer_));
     if (ec) {
       stop_relay(timed_out_ || closing_ ? "" : "client disconnected");
       break;

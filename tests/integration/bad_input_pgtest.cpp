@@ -435,6 +435,21 @@ TEST_F(BadInputTest, SslRequestWithoutTlsIsAnsweredNAndStartupContinues) {
   expect_still_serves(*proxy_, *before);
 }
 
+TEST_F(BadInputTest, PlaintextSentWithTheSslRequestIsRefused) {
+  // Bytes behind an SSLRequest, before its answer, would be read as if they had come over TLS
+  // (CVE-2021-23214): refused as PostgreSQL refuses them.
+  auto before = open_witness(*proxy_);
+  RawSocket socket(proxy_->port());
+  auto bytes = request(protocol::kSslRequestCode);
+  const auto packet = startup({{"user", "app"}, {"database", "app"}});
+  bytes.insert(bytes.end(), packet.begin(), packet.end());
+  ASSERT_TRUE(socket.send(bytes));
+  const auto reply = read_reply(socket);
+  EXPECT_EQ(reply.error(), "FATAL 08P01 received unencrypted data after SSL request");
+  EXPECT_TRUE(reply.closed);
+  expect_still_serves(*proxy_, *before);
+}
+
 TEST_F(BadInputTest, GssEncRequestIsAnsweredNAndStartupContinues) {
   auto before = open_witness(*proxy_);
   RawSocket socket(proxy_->port());

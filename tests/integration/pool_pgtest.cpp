@@ -336,6 +336,38 @@ TEST(PoolAuthTest, TrustNeedsNoPassword) {
                         "psql -X -At -w -c 'SELECT 2'");
   EXPECT_EQ(psql.status, 0) << psql.output;
   EXPECT_EQ(psql.output, "2\n");
+
+  // A client that sends its first query with the startup packet, before the
+  // login finished, gets it answered: bytes read along with the startup packet are relayed.
+  std::vector<std::uint8_t> packet(8, 0);
+  const std::uint32_t version = 196608;
+  for (int i = 0; i < 4; ++i) packet[4 + i] = static_cast<std::uint8_t>(version >> (24 - 8 * i));
+  for (const std::string part : {"user", "app", "database", "app"}) {
+    packet.insert(packet.end(), part.begin(), part.end());
+    packet.push_back(0);
+  }
+  packet.push_back(0);
+  for (int i = 0; i < 4; ++i) {
+    packet[i] = static_cast<std::uint8_t>(packet.size() >> (24 - 8 * i));
+  }
+  const std::string sql = "SELECT 40 + 2 AS pipelined";
+  packet.push_back('Q');
+  const auto query_length = static_cast<std::uint32_t>(4 + sql.size() + 1);
+  for (int i = 0; i < 4; ++i)
+    packet.push_back(static_cast<std::uint8_t>(query_length >> (24 - 8 * i)));
+  packet.insert(packet.end(), sql.begin(), sql.end());
+  packet.push_back(0);
+  RawSocket raw(proxy.port());
+  ASSERT_TRUE(raw.send(packet));
+  const auto reply = raw.read_all(2s);
+  const std::string text(reply.begin(), reply.end());
+  EXPECT_EQ(first_error(reply), "");
+  EXPECT_NE(text.find("pipelined"), std::string::npos);
+  EXPECT_NE(text.find(std::string("\0\0\0\x02"
+                                  "42",
+                                  6)),
+            std::string::npos);
+  EXPECT_NE(text.find("SELECT 1"), std::string::npos);
 }
 
 TEST(PoolAuthTest, PgBouncerUserlistWithCommentsAndBlankLinesWorksUnchanged) {

@@ -36,7 +36,19 @@ inline constexpr std::string_view kReportedSettable[] = {"application_name",
                                                          "default_transaction_read_only"};
 
 /// ASCII case-insensitive equality, as PostgreSQL compares parameter names.
-[[nodiscard]] bool iequals(std::string_view a, std::string_view b);
+/// ASCII case-insensitive equality, as PostgreSQL compares parameter names.
+[[nodiscard]] inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    auto x = static_cast<unsigned char>(a[i]);
+    auto y = static_cast<unsigned char>(b[i]);
+    if (x == y) continue;
+    if (x >= 'A' && x <= 'Z') x = static_cast<unsigned char>(x + ('a' - 'A'));
+    if (y >= 'A' && y <= 'Z') y = static_cast<unsigned char>(y + ('a' - 'A'));
+    if (x != y) return false;
+  }
+  return true;
+}
 
 /// True for every GUC_REPORT parameter of PostgreSQL 15 (settable or not).
 [[nodiscard]] bool is_reported(std::string_view name);

@@ -1,12 +1,15 @@
 // One client connection: startup, TLS, login pass-through, relaying, cancel, graceful stop.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -16,6 +19,7 @@
 #include "pgrelay/cluster/monitor.hpp"
 #include "pgrelay/config/config.hpp"
 #include "pgrelay/net/asio.hpp"
+#include "pgrelay/net/send.hpp"
 #include "pgrelay/net/tls.hpp"
 #include "pgrelay/pool/pool.hpp"
 #include "pgrelay/protocol/frame.hpp"
@@ -76,6 +80,14 @@ struct WorkerSessions {
   std::unique_ptr<pool::WorkerPools> pools;
   StatementRegistry statements;
   bool stopping = false;
+  /// Relay buffers of ended sessions, kept for the next ones: a connect-per-transaction client
+  /// would otherwise allocate and zero tens of kilobytes per connection.
+  std::vector<protocol::ByteVector> spare_buffers;
+
+  /// A buffer of at least `size` bytes (contents unspecified).
+  protocol::ByteVector take_buffer(std::size_t size);
+  /// Keeps `buffer` for reuse unless it grew past `max_size` or enough are kept already.
+  void give_back(protocol::ByteVector&& buffer, std::size_t max_size);
 };
 
 class Session : public std::enable_shared_from_this<Session> {
@@ -193,14 +205,17 @@ class Session : public std::enable_shared_from_this<Session> {
     return tls_ ? tls_->async_read_some(buffer, net::kNoThrow)
                 : client_.async_read_some(buffer, net::kNoThrow);
   }
-  auto client_read_exact(net::asio::mutable_buffer buffer) {
-    return tls_ ? net::asio::async_read(*tls_, buffer, net::kNoThrow)
-                : net::asio::async_read(client_, buffer, net::kNoThrow);
-  }
-  auto client_write(net::asio::const_buffer buffer) {
-    return tls_ ? net::asio::async_write(*tls_, buffer, net::kNoThrow)
-                : net::asio::async_write(client_, buffer, net::kNoThrow);
-  }
+  /// Login-phase reads: fills `buffer` from what an earlier read brought in beyond the message
+  /// it was for, then from the socket with reads of up to kLoginReadSize bytes (a startup
+  /// packet and an authentication answer usually arrive in one read each).
+  net::asio::awaitable<std::tuple<net::error_code, std::size_t>> client_read_exact(
+      net::asio::mutable_buffer buffer);
+  /// Moves what login-phase reads brought in beyond the login into `out` (up to `capacity`
+  /// bytes); the relay loops start with it.
+  std::size_t take_login_leftover(std::uint8_t* out, std::size_t capacity);
+  [[nodiscard]] bool has_login_leftover() const { return login_in_begin_ != login_in_end_; }
+  net::asio::awaitable<std::tuple<net::error_code, std::size_t>> client_write(
+      net::asio::const_buffer buffer);
 
   /// No query running, not inside a transaction, no half-sent extended-protocol batch.
   [[nodiscard]] bool idle() const {
@@ -223,6 +238,10 @@ class Session : public std::enable_shared_from_this<Session> {
 
   net::tcp::socket client_;
   std::optional<net::TlsStream> tls_;
+  static constexpr std::size_t kLoginReadSize = 512;
+  std::array<std::uint8_t, kLoginReadSize> login_in_{};
+  std::size_t login_in_begin_ = 0;
+  std::size_t login_in_end_ = 0;
   net::tcp::socket server_;
   net::asio::steady_timer watchdog_;
   net::asio::steady_timer timer_;

@@ -1,0 +1,30 @@
+// Writes that finish without the scheduler when the socket buffer has room.
+//
+// An Asio write that completes at once still posts its completion and goes round the scheduler
+// (one more epoll_wait and a coroutine resume). Relayed messages nearly always fit the socket
+// buffer, so pgrelay first sends them itself with MSG_DONTWAIT and only waits for what is left.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <tuple>
+
+#include "pgrelay/net/asio.hpp"
+#include "pgrelay/net/tls.hpp"
+
+namespace pgrelay::net {
+
+/// One non-blocking sendmsg() of the buffers (at most IOV_MAX of them); returns the bytes
+/// sent. A full socket buffer is not an error: it returns 0 (or a short count) with `ec` clear.
+std::size_t send_now(tcp::socket& socket, std::span<const asio::const_buffer> buffers,
+                     error_code& ec);
+
+/// Writes every byte: send_now() first, then asynchronously whatever did not fit.
+asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
+    tcp::socket& socket, std::span<const asio::const_buffer> buffers);
+
+/// The TLS stream has no shortcut: records are written by the TLS engine.
+asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
+    TlsStream& stream, std::span<const asio::const_buffer> buffers);
+
+}  // namespace pgrelay::net
