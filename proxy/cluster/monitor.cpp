@@ -29,6 +29,10 @@ constexpr const char* kProbeQuery =
     " pg_last_wal_replay_lsn() - '0/0',"
     " coalesce((SELECT status = 'streaming' FROM pg_stat_wal_receiver), false)";
 constexpr const char* kSystemIdQuery = "SELECT system_identifier FROM pg_control_system()";
+constexpr const char* kNonVolatileQuery =
+    "SELECT proname FROM pg_catalog.pg_proc"
+    " WHERE pronamespace = 'pg_catalog'::pg_catalog.regnamespace"
+    " GROUP BY proname HAVING bool_and(provolatile <> 'v')";
 
 /// Probes back off up to this after failure_threshold failures in a row.
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
@@ -253,6 +257,22 @@ void Monitor::run(Prober& prober) {
                 : one_line(PQerrorMessage(prober.conn));
         PQfinish(prober.conn);
         prober.conn = nullptr;
+      }
+      PQclear(res);
+    }
+    if (probe.ok && !probe.in_recovery && prober.conn != nullptr &&
+        nonvolatile_functions_.load() == nullptr) {
+      PGresult* res = exec_with_timeout(prober.conn, kNonVolatileQuery, probe_timeout);
+      if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        auto names = std::make_shared<std::vector<std::string>>();
+        names->reserve(static_cast<std::size_t>(PQntuples(res)));
+        for (int row = 0; row < PQntuples(res); ++row) names->emplace_back(PQgetvalue(res, row, 0));
+        spdlog::info("backend {}: read the volatility of pg_catalog functions ({} never volatile)",
+                     backend.name, names->size());
+        nonvolatile_functions_.store(std::move(names));
+      } else {
+        spdlog::warn("backend {}: could not read pg_catalog function volatility: {}", backend.name,
+                     one_line(PQerrorMessage(prober.conn)));
       }
       PQclear(res);
     }

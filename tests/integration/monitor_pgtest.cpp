@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <iostream>
 #include <limits>
@@ -326,6 +327,19 @@ TEST(Monitor, TopologyNamesThePrimaryAndStreamingStandbysAndCountsClients) {
 
   EXPECT_EQ(t.primary, "node1") << t.raw;
   EXPECT_GT(t.generation, 0U);
+  // The classifier's function volatility comes from the primary's pg_catalog, read once.
+  {
+    const std::string marker = "backend node1: read the volatility of pg_catalog functions (";
+    std::string log = proxy.log();
+    for (int i = 0; i < 50 && log.find(marker) == std::string::npos; ++i) {
+      std::this_thread::sleep_for(100ms);
+      log = proxy.log();
+    }
+    const auto at = log.find(marker);
+    ASSERT_NE(at, std::string::npos) << log;
+    const long count = std::strtol(log.c_str() + at + marker.size(), nullptr, 10);
+    EXPECT_GT(count, 1000) << "pg_catalog has thousands of non-volatile functions";
+  }
   ASSERT_EQ(t.nodes.size(), 3U) << t.raw;
   for (const auto& n : t.nodes) {
     SCOPED_TRACE(describe(n));

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -61,6 +62,12 @@ class Monitor {
   /// Blocks until every node has been probed once (success or failure) or `timeout` passes.
   bool wait_first_round(std::chrono::milliseconds timeout);
 
+  /// Names of pg_catalog functions none of whose overloads is volatile, read once from the
+  /// primary (the classifier's proof that a call cannot write); null until read.
+  [[nodiscard]] std::shared_ptr<const std::vector<std::string>> nonvolatile_functions() const {
+    return nonvolatile_functions_.load();
+  }
+
   /// CPU time used by the prober threads so far (for the probe cost metric).
   [[nodiscard]] std::chrono::microseconds cpu_time() const;
 
@@ -89,6 +96,7 @@ class Monitor {
   bool stopping_ = false;
   std::uint64_t generation_ = 0;
   std::atomic<std::shared_ptr<const Topology>> current_;
+  std::atomic<std::shared_ptr<const std::vector<std::string>>> nonvolatile_functions_;
 };
 
 }  // namespace pgrelay::cluster

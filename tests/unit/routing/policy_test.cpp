@@ -116,43 +116,113 @@ TEST(RoutingDecision, Table) {
     Reason want_reason;
   };
   std::vector<Row> rows;
-  rows.push_back({"write goes to the primary", cluster3(), kWriteIntent, {}, {}, {}, 0,
-                  Reason::kWrite});
-  rows.push_back({"hinted write names its reason", cluster3(),
-                  IntentDecision{Intent::kWrite, Reason::kWriteHint}, {}, {}, {}, 0,
+  rows.push_back(
+      {"write goes to the primary", cluster3(), kWriteIntent, {}, {}, {}, 0, Reason::kWrite});
+  rows.push_back({"hinted write names its reason",
+                  cluster3(),
+                  IntentDecision{Intent::kWrite, Reason::kWriteHint},
+                  {},
+                  {},
+                  {},
+                  0,
                   Reason::kWriteHint});
-  rows.push_back({"read goes to a standby", cluster3(), kRead, {}, {0, 0, 0}, {}, 1,
+  rows.push_back(
+      {"read goes to a standby", cluster3(), kRead, {}, {0, 0, 0}, {}, 1, Reason::kReadStandby});
+  rows.push_back(
+      {"least outstanding standby", cluster3(), kRead, {}, {0, 5, 1}, {}, 2, Reason::kReadStandby});
+  rows.push_back({"weight doubles a standby's share",
+                  cluster3(),
+                  kRead,
+                  {},
+                  {0, 3, 1},
+                  {1, 4, 1},
+                  1,
                   Reason::kReadStandby});
-  rows.push_back({"least outstanding standby", cluster3(), kRead, {}, {0, 5, 1}, {}, 2,
+  rows.push_back({"weight 0 takes no reads",
+                  cluster3(),
+                  kRead,
+                  {},
+                  {0, 0, 9},
+                  {1, 0, 1},
+                  2,
                   Reason::kReadStandby});
-  rows.push_back({"weight doubles a standby's share", cluster3(), kRead, {}, {0, 3, 1},
-                  {1, 4, 1}, 1, Reason::kReadStandby});
-  rows.push_back({"weight 0 takes no reads", cluster3(), kRead, {}, {0, 0, 9}, {1, 0, 1}, 2,
-                  Reason::kReadStandby});
-  rows.push_back({"only weight-0 standbys: primary", cluster3(), kRead, {}, {}, {1, 0, 0}, 0,
+  rows.push_back({"only weight-0 standbys: primary",
+                  cluster3(),
+                  kRead,
+                  {},
+                  {},
+                  {1, 0, 0},
+                  0,
                   Reason::kReadPrimaryNoEligible});
-  rows.push_back({"ineligible standby skipped", cluster3(false, true), kRead, {}, {}, {}, 2,
+  rows.push_back({"ineligible standby skipped",
+                  cluster3(false, true),
+                  kRead,
+                  {},
+                  {},
+                  {},
+                  2,
                   Reason::kReadStandby});
-  rows.push_back({"no eligible standby: primary", cluster3(false, false), kRead, {}, {}, {}, 0,
+  rows.push_back({"no eligible standby: primary",
+                  cluster3(false, false),
+                  kRead,
+                  {},
+                  {},
+                  {},
+                  0,
                   Reason::kReadPrimaryNoEligible});
-  rows.push_back({"split off: primary", cluster3(), kRead, split_off(), {}, {}, 0,
+  rows.push_back({"split off: primary",
+                  cluster3(),
+                  kRead,
+                  split_off(),
+                  {},
+                  {},
+                  0,
                   Reason::kReadPrimarySplitOff});
-  rows.push_back({"watermark reached by node3 only", cluster3(true, true, 900, 1000), kRead,
-                  watermark(950), {}, {}, 2, Reason::kReadStandby});
-  rows.push_back({"watermark exactly at replay is enough", cluster3(true, false, 950, 0), kRead,
-                  watermark(950), {}, {}, 1, Reason::kReadStandby});
-  rows.push_back({"watermark not reached: ryw wait", cluster3(true, true, 900, 940), kRead,
-                  watermark(950), {}, {}, 0, Reason::kReadPrimaryRywWait});
+  rows.push_back({"watermark reached by node3 only",
+                  cluster3(true, true, 900, 1000),
+                  kRead,
+                  watermark(950),
+                  {},
+                  {},
+                  2,
+                  Reason::kReadStandby});
+  rows.push_back({"watermark exactly at replay is enough",
+                  cluster3(true, false, 950, 0),
+                  kRead,
+                  watermark(950),
+                  {},
+                  {},
+                  1,
+                  Reason::kReadStandby});
+  rows.push_back({"watermark not reached: ryw wait",
+                  cluster3(true, true, 900, 940),
+                  kRead,
+                  watermark(950),
+                  {},
+                  {},
+                  0,
+                  Reason::kReadPrimaryRywWait});
   rows.push_back({"behind watermark and ineligible: no-eligible",
-                  cluster3(false, false, 900, 900), kRead, watermark(950), {}, {}, 0,
+                  cluster3(false, false, 900, 900),
+                  kRead,
+                  watermark(950),
+                  {},
+                  {},
+                  0,
                   Reason::kReadPrimaryNoEligible});
   {
     auto t = cluster3();
     t.primary = -1;
     t.nodes[0].role = NodeRole::kDown;
-    rows.push_back({"write without a primary: wait", t, kWriteIntent, {}, {}, {}, -1,
-                    Reason::kWrite});
-    rows.push_back({"read without a primary still uses a standby", t, kRead, {}, {}, {}, 1,
+    rows.push_back(
+        {"write without a primary: wait", t, kWriteIntent, {}, {}, {}, -1, Reason::kWrite});
+    rows.push_back({"read without a primary still uses a standby",
+                    t,
+                    kRead,
+                    {},
+                    {},
+                    {},
+                    1,
                     Reason::kReadStandby});
   }
   {
@@ -165,8 +235,7 @@ TEST(RoutingDecision, Table) {
     row.options.weights = row.weights;
     const auto decision = route(row.topology, row.intent, row.options);
     EXPECT_EQ(decision.backend, row.want_backend) << row.name;
-    EXPECT_EQ(decision.reason, row.want_reason)
-        << row.name << ": " << to_string(decision.reason);
+    EXPECT_EQ(decision.reason, row.want_reason) << row.name << ": " << to_string(decision.reason);
   }
 }
 
