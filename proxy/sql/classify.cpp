@@ -182,7 +182,7 @@ class Tokens {
   Tokens(std::string_view sql, LexerOptions options) : lexer_(sql, options), sql_(sql) {
     ahead_ = lexer_.next();
   }
-  const Token& peek() const { return ahead_; }
+  [[nodiscard]] const Token& peek() const { return ahead_; }
   Token take() {
     Token t = ahead_;
     ahead_ = lexer_.next();
@@ -384,12 +384,9 @@ void fold(QueryClass& result, bool& leading, StatementKind kind,
     case StatementKind::kEnd:
       result.ends_transaction = true;
       break;
-    case StatementKind::kBegin:
-    case StatementKind::kSetTransaction:
-      // A second BEGIN (a warning) or a later SET TRANSACTION (an error after the first
-      // query): nothing a standby cannot do.
-      break;
     default:
+      // A second BEGIN (a warning) or a later SET TRANSACTION (an error after the first
+      // query), session statements, reads: nothing a standby cannot do.
       break;
   }
 }
@@ -401,6 +398,14 @@ bool mentions_primary_hint(std::string_view sql) {
 // ---- full parser ----------------------------------------------------------------------------
 
 constexpr int kMaxDepth = 2000;
+
+/// Reads a field of type T at `at` (protobuf-c lays messages out as plain C structs).
+template <typename T>
+T field_at(const char* at) {
+  T value;
+  std::memcpy(&value, at, sizeof(T));  // NOLINT(bugprone-sizeof-expression): a pointer field
+  return value;
+}
 
 /// Walks every message below `message` (protobuf-c reflection), calling visit(message) first;
 /// visit returns false to skip the children. False when the tree was too deep.
@@ -414,22 +419,18 @@ bool walk(const ProtobufCMessage* message, Visit& visit, int depth = 0) {
   for (unsigned i = 0; i < descriptor->n_fields; ++i) {
     const auto& field = descriptor->fields[i];
     if (field.type != PROTOBUF_C_TYPE_MESSAGE) continue;
-    if ((field.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0) {
-      std::uint32_t which = 0;
-      std::memcpy(&which, base + field.quantifier_offset, sizeof which);
-      if (which != field.id) continue;
+    if ((field.flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+        field_at<std::uint32_t>(base + field.quantifier_offset) != field.id) {
+      continue;
     }
     if (field.label == PROTOBUF_C_LABEL_REPEATED) {
-      std::size_t count = 0;
-      std::memcpy(&count, base + field.quantifier_offset, sizeof count);
-      const ProtobufCMessage* const* items = nullptr;
-      std::memcpy(&items, base + field.offset, sizeof items);
+      const auto count = field_at<std::size_t>(base + field.quantifier_offset);
+      const auto items = field_at<const ProtobufCMessage* const*>(base + field.offset);
       for (std::size_t k = 0; k < count; ++k) {
         if (!walk(items[k], visit, depth + 1)) return false;
       }
     } else {
-      const ProtobufCMessage* child = nullptr;
-      std::memcpy(&child, base + field.offset, sizeof child);
+      const auto child = field_at<const ProtobufCMessage*>(base + field.offset);
       if (!walk(child, visit, depth + 1)) return false;
     }
   }
@@ -614,17 +615,17 @@ StatementKind parsed_statement(const PgQuery__Node* node, const FunctionCatalog&
 
 // ---- FunctionCatalog ------------------------------------------------------------------------
 
-FunctionCatalog::FunctionCatalog(std::vector<std::string> pg_catalog_nonvolatile,
+FunctionCatalog::FunctionCatalog(const std::vector<std::string>& pg_catalog_nonvolatile,
                                  const std::vector<std::string>& read_only) {
   catalog_.reserve(pg_catalog_nonvolatile.size());
-  for (auto& name : pg_catalog_nonvolatile) catalog_.insert(lower_ascii(name));
+  for (const auto& name : pg_catalog_nonvolatile) catalog_.insert(lower_ascii(name));
   for (const auto& name : read_only) read_only_.insert(lower_ascii(name));
 }
 
 std::shared_ptr<const FunctionCatalog> FunctionCatalog::builtin(
     const std::vector<std::string>& read_only) {
   std::vector<std::string> names(std::begin(kBuiltinNonVolatile), std::end(kBuiltinNonVolatile));
-  return std::make_shared<const FunctionCatalog>(std::move(names), read_only);
+  return std::make_shared<const FunctionCatalog>(names, read_only);
 }
 
 bool FunctionCatalog::non_volatile(std::string_view name) const {

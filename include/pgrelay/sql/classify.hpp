@@ -33,7 +33,7 @@ class FunctionCatalog {
   /// `pg_catalog_nonvolatile`: bare lower-case names of pg_catalog functions none of whose
   /// overloads is volatile. `read_only`: extra names, bare or schema-qualified ("app.f"),
   /// matched case-insensitively.
-  FunctionCatalog(std::vector<std::string> pg_catalog_nonvolatile,
+  FunctionCatalog(const std::vector<std::string>& pg_catalog_nonvolatile,
                   const std::vector<std::string>& read_only);
 
   /// A built-in list of common non-volatile pg_catalog functions plus `read_only`.
