@@ -212,6 +212,14 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
     for (std::size_t b = 0; b < buckets.size(); ++b) buckets[b] += worker.latency_buckets[b].load();
     sum_ns += worker.latency_sum_ns.load();
   }
+  w.family("pgrelay_route_decisions_total", "counter",
+           "Transactions routed (transaction pooling), by the reason for the node chosen.");
+  for (std::size_t r = 0; r < stats::kRouteReasons.size(); ++r) {
+    std::uint64_t total = 0;
+    for (const auto& worker : stats.workers()) total += worker.route_reasons[r].load();
+    w.sample("pgrelay_route_decisions_total",
+             "reason=\"" + std::string(stats::kRouteReasons[r]) + "\"", total);
+  }
   w.family("pgrelay_client_connections", "gauge", "Client connections open now.");
   w.sample("pgrelay_client_connections", "", stats.client_connections.load());
   w.family("pgrelay_client_connections_total", "counter", "Client connections accepted.");

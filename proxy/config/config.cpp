@@ -286,21 +286,30 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.integer(*t, "monitor", "failure_threshold", config.monitor.failure_threshold, 1, 1000);
   }
   if (const auto* t = r.section(root, "routing")) {
-    r.check_keys(
-        *t, "[routing]",
-        {"read_write_split", "max_lag_bytes", "max_lag_ms", "read_your_writes", "primary_wait_ms"});
+    r.check_keys(*t, "[routing]",
+                 {"read_write_split", "max_lag_bytes", "max_lag_ms", "read_your_writes",
+                  "primary_wait_ms", "read_only_functions"});
+    if (const toml::node* node = t->get("read_only_functions")) {
+      const toml::array* names = node->as_array();
+      if (names == nullptr) {
+        r.error(node->source(), "routing.read_only_functions must be an array of strings");
+      } else {
+        for (const toml::node& name : *names) {
+          const auto value = name.value_exact<std::string>();
+          if (!value || value->empty()) {
+            r.error(name.source(), "routing.read_only_functions must hold function names");
+          } else {
+            config.routing.read_only_functions.push_back(*value);
+          }
+        }
+      }
+    }
     r.boolean(*t, "routing", "read_write_split", config.routing.read_write_split);
     r.integer(*t, "routing", "max_lag_bytes", config.routing.max_lag_bytes, 0,
               std::numeric_limits<std::int64_t>::max());
     r.integer(*t, "routing", "max_lag_ms", config.routing.max_lag_ms, 0, kMaxMillis);
     r.boolean(*t, "routing", "read_your_writes", config.routing.read_your_writes);
     r.integer(*t, "routing", "primary_wait_ms", config.routing.primary_wait_ms, 0, kMaxMillis);
-    if (config.routing.read_write_split) {
-      config.inactive_notes.emplace_back(
-          "read splitting ([routing] read_write_split, read_your_writes) is not active yet: "
-          "every connection goes to the primary (max_lag_bytes and max_lag_ms already decide "
-          "which standbys /topology shows as eligible)");
-    }
   }
   if (const auto* t = r.section(root, "tls")) {
     r.check_keys(*t, "[tls]", {"cert", "key"});
@@ -335,6 +344,13 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.error(mode != nullptr ? mode->source() : toml::source_region{},
             "pool.mode = \"transaction\" needs an [auth] table: pgrelay must log clients in "
             "itself to lend them pooled server connections");
+  }
+  if (root.get("routing") != nullptr && config.routing.read_write_split &&
+      !(config.auth.enabled && config.pool.mode == PoolMode::kTransaction)) {
+    config.inactive_notes.emplace_back(
+        "read splitting ([routing] read_write_split) applies to clients pgrelay logs in itself "
+        "in transaction mode ([auth] and [pool] mode = \"transaction\"); other sessions go to "
+        "the primary");
   }
   read_backends(r, root, config);
 }

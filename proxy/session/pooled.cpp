@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <charconv>
 #include <span>
 
 #include "pgrelay/auth/md5.hpp"
@@ -363,15 +364,20 @@ awaitable<bool> Session::authenticate_md5(const auth::Secret* secret) {
   co_return true;
 }
 
-awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_login) {
+awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_login, int backend) {
   const auto& cfg = *config_;
   const auto start = std::chrono::steady_clock::now();
   const auto primary_deadline = start + std::chrono::milliseconds(cfg.routing.primary_wait_ms);
   while (true) {
     const auto topology = shared_.monitor->topology();
-    const auto* primary = topology->primary_node();
+    int target = topology->primary;
+    if (backend >= 0 && static_cast<std::size_t>(backend) < topology->nodes.size()) {
+      target = backend;
+    }
+    const auto* primary =
+        target >= 0 ? &topology->nodes[static_cast<std::size_t>(target)] : nullptr;
     if (primary != nullptr) {
-      if (server_pool_ == nullptr || server_pool_backend_ != topology->primary) {
+      if (server_pool_ == nullptr || server_pool_backend_ != target) {
         pool::PoolLimits limits;
         const auto workers = std::max<std::size_t>(1, shared_.stats->workers().size());
         limits.max_size = std::max<std::uint32_t>(
@@ -380,10 +386,9 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         limits.idle_timeout = std::chrono::milliseconds(cfg.pool.idle_timeout_ms);
         limits.lifetime = std::chrono::milliseconds(cfg.pool.lifetime_ms);
         limits.connect_timeout = std::chrono::milliseconds(cfg.limits.connect_timeout_ms);
-        pool::BackendAddress address{topology->primary, primary->name, primary->host,
-                                     primary->port};
+        pool::BackendAddress address{target, primary->name, primary->host, primary->port};
         server_pool_ = &worker_.pools->get(address, database_, user_, limits);
-        server_pool_backend_ = topology->primary;
+        server_pool_backend_ = target;
         server_pool_->set_credential(credential_);
       } else if (for_login) {
         server_pool_->set_credential(credential_);
@@ -401,6 +406,14 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         server_conn_ = std::move(*conn);
         ++attachment_;
         backend_index_ = server_conn_->backend;
+        if (transaction_mode_ && backend_index_ >= 0) {
+          const auto index = static_cast<std::size_t>(backend_index_);
+          if (worker_.outstanding.size() <= index) worker_.outstanding.resize(index + 1);
+          ++worker_.outstanding[index];
+          auto& counters = shared_.stats->backend(index);
+          (routed_read_ ? counters.routed_read : counters.routed_write)
+              .fetch_add(1, std::memory_order_relaxed);
+        }
         backend_name_ = server_conn_->backend_name;
         backend_host_ = server_conn_->host;
         backend_port_ = server_conn_->port;
@@ -415,6 +428,15 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         co_return std::nullopt;
       }
       auto error = std::get<pool::AcquireError>(std::move(result));
+      if (target != topology->primary) {
+        // A standby chosen for a read could not give a connection: read from the primary.
+        spdlog::debug("c{}: no connection to standby {} for a read ({}), using the primary", id_,
+                      primary->name, error.message);
+        if (!error.from_backend) shared_.monitor->request_probe();
+        backend = -1;
+        routed_read_ = false;
+        continue;
+      }
       if (error.from_backend || error.sqlstate != sqlstate::kConnectionFailure) co_return error;
       // The primary did not answer: maybe it is failing over. Ask the monitor and wait.
       shared_.monitor->request_probe();
@@ -586,8 +608,11 @@ awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
   const bool logged_in = co_await pooled_login(startup);
   watchdog_.cancel();
   if (!logged_in) co_return;
-  shared_.stats->backend(static_cast<std::size_t>(server_pool_backend_))
-      .routed_write.fetch_add(1, std::memory_order_relaxed);
+  if (!transaction_mode_) {
+    // Session mode: the login decides; transaction mode counts each transaction's route.
+    shared_.stats->backend(static_cast<std::size_t>(server_pool_backend_))
+        .routed_write.fetch_add(1, std::memory_order_relaxed);
+  }
   spdlog::info("c{}: login user={} database={} from {} ({} mode, {}){}", id_, user_, database_,
                peer_, transaction_mode_ ? "transaction" : "session",
                config::to_string(config_->auth.method), tls_ ? " tls" : "");
@@ -629,6 +654,186 @@ awaitable<void> Session::end_pooled() {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
   spdlog::info("c{}: closed ({}) after {:.3f} s", id_,
                close_reason_.empty() ? "client closed" : close_reason_, seconds);
+}
+
+// ---- routing -----------------------------------------------------------------------------------
+
+namespace {
+
+static_assert(stats::kRouteReasons.size() == routing::kReasonCount);
+
+/// "16/B374D848" -> LSN; nullopt when malformed.
+std::optional<std::uint64_t> parse_lsn(std::string_view text) {
+  const auto slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 >= text.size()) {
+    return std::nullopt;
+  }
+  std::uint64_t high = 0;
+  std::uint64_t low = 0;
+  const auto* begin = text.data();
+  const auto r1 = std::from_chars(begin, begin + slash, high, 16);
+  const auto r2 = std::from_chars(begin + slash + 1, begin + text.size(), low, 16);
+  if (r1.ec != std::errc{} || r1.ptr != begin + slash || r2.ec != std::errc{} ||
+      r2.ptr != begin + text.size() || high > 0xffffffffULL || low > 0xffffffffULL) {
+    return std::nullopt;
+  }
+  return (high << 32) | low;
+}
+
+}  // namespace
+
+sql::Classifier& WorkerSessions::classifier(const cluster::Monitor& monitor,
+                                            const std::shared_ptr<const config::Config>& config) {
+  auto source = monitor.nonvolatile_functions();
+  if (!classifier_ || source != classifier_source_ || config != classifier_config_) {
+    const auto& read_only = config->routing.read_only_functions;
+    auto catalog = source != nullptr
+                       ? std::make_shared<const sql::FunctionCatalog>(*source, read_only)
+                       : sql::FunctionCatalog::builtin(read_only);
+    if (!classifier_) {
+      classifier_ = std::make_unique<sql::Classifier>(std::move(catalog));
+    } else {
+      classifier_->set_catalog(std::move(catalog));
+    }
+    classifier_source_ = std::move(source);
+    classifier_config_ = config;
+    weights.clear();
+    for (const auto& backend : config->backends) weights.push_back(backend.weight);
+  }
+  return *classifier_;
+}
+
+Session::BatchClass Session::classify_batch() {
+  BatchClass batch;
+  auto& classifier = worker_.classifier(*shared_.monitor, config_);
+  sql::LexerOptions lexer;
+  if (const auto* scs = client_reported_.find("standard_conforming_strings")) {
+    lexer.standard_conforming_strings = *scs == "on";
+  }
+  const std::uint32_t max_length = config_->limits.max_message_bytes;
+  bool any = false;
+  const auto add = [&](const sql::QueryClass& next) {
+    batch.query = any ? sql::combine(batch.query, next) : next;
+    any = true;
+  };
+  sql::QueryClass write;
+  write.first = sql::StatementKind::kWrite;
+  write.read_only = false;
+  write.reason = "not classified";
+  if (c2s_stream_left_ > 0) {
+    batch.query = write;  // the middle of a streamed message: nothing to read here
+    return batch;
+  }
+  // Statements parsed earlier in this batch, by name ("" = the unnamed statement).
+  std::array<std::pair<std::string_view, sql::QueryClass>, 4> parsed{};
+  std::size_t parsed_count = 0;
+  std::size_t pos = c2s_begin_;
+  while (c2s_end_ - pos >= protocol::kHeaderLength) {
+    const auto* start = c2s_buffer_.data() + pos;
+    const auto type = static_cast<FrontendType>(start[0]);
+    const std::uint32_t length = protocol::read_u32(start + 1);
+    if (!protocol::check_header(length, max_length).empty()) break;  // refused later
+    const std::size_t total = std::size_t{length} + 1;
+    if (c2s_end_ - pos < total) {
+      if (!any && (type == FrontendType::kQuery || type == FrontendType::kParse ||
+                   type == FrontendType::kBind)) {
+        batch.need_more = true;
+      }
+      break;
+    }
+    const protocol::Bytes body(start + protocol::kHeaderLength, length - 4);
+    switch (type) {
+      case FrontendType::kQuery:
+        if (const auto text = protocol::parse_query(body)) {
+          add(classifier.classify(*text, lexer));
+        } else {
+          add(write);
+        }
+        break;
+      case FrontendType::kParse:
+        if (const auto parse = protocol::parse_parse(body)) {
+          const auto verdict = classifier.classify(parse->query, lexer);
+          if (parsed_count < parsed.size()) parsed[parsed_count++] = {parse->statement, verdict};
+        }
+        break;
+      case FrontendType::kBind: {
+        const auto bind = protocol::parse_bind_prefix(body);
+        if (!bind) {
+          add(write);
+          break;
+        }
+        const sql::QueryClass* found = nullptr;
+        for (std::size_t i = parsed_count; i-- > 0;) {
+          if (parsed[i].first == bind->statement) {
+            found = &parsed[i].second;
+            break;
+          }
+        }
+        if (found != nullptr) {
+          add(*found);
+        } else if (const auto it = statements_.find(std::string(bind->statement));
+                   !bind->statement.empty() && it != statements_.end()) {
+          add(classifier.classify(it->second->query, lexer));
+        } else {
+          add(write);  // an unnamed statement from an earlier batch: not worth tracking
+        }
+        break;
+      }
+      case FrontendType::kFunctionCall:
+        add(write);
+        break;
+      default:
+        break;
+    }
+    pos += total;
+  }
+  if (!any && !batch.need_more) batch.query = write;
+  return batch;
+}
+
+routing::Decision Session::route_transaction(const sql::QueryClass& query) {
+  const auto& cfg = *config_;
+  const auto topology = shared_.monitor->topology();
+  routing::SessionIntent session;
+  if (const auto* value = client_reported_.find("default_transaction_read_only")) {
+    session.default_read_only = *value == "on";
+  }
+  const auto intent = routing::intent_of(query, session);
+  routing::ReadOptions options;
+  options.split = cfg.routing.read_write_split;
+  if (cfg.routing.read_your_writes) {
+    options.min_lsn = ryw_lsn_;
+    if (const auto* carried = client_set_.find("pgrelay.min_lsn")) {
+      if (const auto lsn = parse_lsn(*carried)) options.min_lsn = std::max(options.min_lsn, *lsn);
+    }
+  }
+  if (worker_.outstanding.size() < topology->nodes.size()) {
+    worker_.outstanding.resize(topology->nodes.size());
+  }
+  options.outstanding = worker_.outstanding;
+  options.weights = worker_.weights;
+  options.tiebreak = worker_.route_turn++;
+  const auto decision = routing::route(*topology, intent, options);
+  may_write_ = intent.intent == routing::Intent::kWrite;
+  worker_.counters->route_reasons[static_cast<std::size_t>(decision.reason)].fetch_add(
+      1, std::memory_order_relaxed);
+  if (spdlog::should_log(spdlog::level::debug)) {
+    spdlog::debug("c{}: route {} -> {}{}{}", id_, routing::to_string(decision.reason),
+                  decision.backend >= 0
+                      ? topology->nodes[static_cast<std::size_t>(decision.backend)].name
+                      : std::string("(no primary)"),
+                  query.reason.empty() ? "" : ": ", query.reason);
+  }
+  return decision;
+}
+
+void Session::send_commit_lsn_query() {
+  // Behind the client's last message: when the transaction has ended, this reads an LSN at or
+  // after its commit record, and the client waits for nothing (its answer comes first).
+  add_extra_start();
+  protocol::append_query(c2s_extra_, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+  add_extra_end();
+  push_slot(SlotKind::kQuery, SlotPurpose::kCommitLsn);
 }
 
 // ---- relay: client to server -----------------------------------------------------------------
@@ -700,7 +905,19 @@ awaitable<void> Session::pooled_client_loop() {
         break;
       }
       if (tx_status_ == TransactionStatus::kIdle && co_await answer_prepare_locally()) continue;
-      if (auto error = co_await acquire_server(false)) {
+      int target = -1;
+      routed_read_ = false;
+      may_write_ = false;
+      if (transaction_mode_ && !pinned_) {
+        const auto batch = classify_batch();
+        if (batch.need_more) continue;  // the first message decides: read all of it
+        const auto decision = route_transaction(batch.query);
+        if (decision.reason == routing::Reason::kReadStandby) {
+          target = decision.backend;
+          routed_read_ = true;
+        }
+      }
+      if (auto error = co_await acquire_server(false, target)) {
         if (!closing_) {
           set_final_error(error->sqlstate, error->message);
           spdlog::info("c{}: {}", id_, error->message);
@@ -712,8 +929,22 @@ awaitable<void> Session::pooled_client_loop() {
     }
     c2s_segments_.clear();
     c2s_extra_.clear();
+    if (may_write_ && config_->routing.read_your_writes && server_conn_) {
+      const auto batch = classify_batch();
+      batch_ends_tx_ =
+          batch.query.ends_transaction || (tx_status_ == TransactionStatus::kIdle &&
+                                           batch.query.first != sql::StatementKind::kBegin &&
+                                           batch.query.first != sql::StatementKind::kEmpty);
+    } else {
+      batch_ends_tx_ = false;
+    }
     process_client_messages();
     if (closing_) break;
+    if (batch_ends_tx_ && server_conn_ && c2s_stream_left_ == 0 && c2s_begin_ == c2s_end_ &&
+        !slots_.empty() && !slots_.back().internal() &&
+        (slots_.back().kind == SlotKind::kSync || slots_.back().kind == SlotKind::kQuery)) {
+      send_commit_lsn_query();
+    }
     if (was_idle && !slots_.empty()) request_started_ = std::chrono::steady_clock::now();
     // Gather and send.
     c2s_iov_.clear();
@@ -1479,8 +1710,14 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
         head->errored = true;
         if (!internal) return true;
         const auto fields = protocol::parse_error_fields(body);
-        spdlog::warn("c{}: pgrelay's own query on backend {} failed: {}", id_, backend_name_,
-                     fields ? fields->message : "?");
+        if (head->purpose == SlotPurpose::kCommitLsn) {
+          // Inside a failed transaction, for one: the watermark stays as it was.
+          spdlog::debug("c{}: commit LSN not read on backend {}: {}", id_, backend_name_,
+                        fields ? fields->message : "?");
+        } else {
+          spdlog::warn("c{}: pgrelay's own query on backend {} failed: {}", id_, backend_name_,
+                       fields ? fields->message : "?");
+        }
         undo_slot(*head);
         if (head->purpose == SlotPurpose::kParamSync) {
           protocol::append_notice(
@@ -1519,6 +1756,13 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
           }
         }
       }
+      if (head->purpose == SlotPurpose::kCommitLsn && head->lsn != 0 &&
+          server_status_ == TransactionStatus::kIdle) {
+        // The client's transaction had ended: its commit is at or before this LSN.
+        ryw_lsn_ = std::max(ryw_lsn_, head->lsn);
+        protocol::append_parameter_status(s2c_extra_, "pgrelay.commit_lsn",
+                                          cluster::format_lsn(head->lsn));
+      }
       if (!internal) {
         tx_status_ = server_status_;
         pop_slot();
@@ -1554,6 +1798,12 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
       }
       return !internal;
     case BackendType::kDataRow:
+      if (head->purpose == SlotPurpose::kCommitLsn) {
+        std::array<std::optional<std::string_view>, 1> values{};
+        const auto count = protocol::parse_data_row(body, values);
+        if (count && *count == 1 && values[0]) head->lsn = parse_lsn(*values[0]).value_or(0);
+        return false;
+      }
       if (head->purpose == SlotPurpose::kReadback) {
         std::array<std::optional<std::string_view>, 64> values{};
         const auto count = protocol::parse_data_row(body, values);
@@ -1640,6 +1890,13 @@ void Session::detach(bool reusable) {
   server_conn_->last_client = id_;
   server_conn_->last_client_version = params_version_;
   if (transaction_mode_) server_conn_->state_key = state_key();
+  if (transaction_mode_ && backend_index_ >= 0 &&
+      static_cast<std::size_t>(backend_index_) < worker_.outstanding.size() &&
+      worker_.outstanding[static_cast<std::size_t>(backend_index_)] > 0) {
+    --worker_.outstanding[static_cast<std::size_t>(backend_index_)];
+  }
+  routed_read_ = false;
+  may_write_ = false;
   if (server_pool_ != nullptr) {
     server_pool_->release(std::move(server_conn_), reusable);
   } else {

@@ -118,11 +118,13 @@ void Server::topology_changed() {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     asio::post(workers_.context(i), [this, i] {
       const auto topology = shared_.monitor->topology();
-      // Pools serve the primary only (for now): drain every other backend's pools.
+      // Pools serve the primary (writes) and standbys (reads): drain those of any other node
+      // (down, fenced, not probed yet) and of a former primary.
       for (std::size_t b = 0; b < topology->nodes.size(); ++b) {
-        if (static_cast<int>(b) != topology->primary) {
-          sessions_[i]->pools->drain_backend(static_cast<int>(b));
-        }
+        const auto role = topology->nodes[b].role;
+        const bool serving =
+            static_cast<int>(b) == topology->primary || role == cluster::NodeRole::kStandby;
+        if (!serving) sessions_[i]->pools->drain_backend(static_cast<int>(b));
       }
       const std::vector<Session*> list(sessions_[i]->sessions.begin(),
                                        sessions_[i]->sessions.end());

@@ -167,6 +167,10 @@ void Session::force_close() {
 void Session::topology_changed(const cluster::Topology& topology) {
   if (backend_index_ < 0 || closing_) return;
   const auto& mine = topology.nodes[static_cast<std::size_t>(backend_index_)];
+  if (pooled_ && routed_read_ && mine.role != cluster::NodeRole::kFenced) {
+    // A read on a standby (or a standby just promoted) may finish where it is.
+    return;
+  }
   const bool demoted =
       mine.role == cluster::NodeRole::kFenced || mine.role == cluster::NodeRole::kStandby;
   const auto* primary = topology.primary_node();

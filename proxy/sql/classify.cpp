@@ -376,6 +376,7 @@ void fold(QueryClass& result, bool& leading, StatementKind kind,
     return;
   }
   leading = false;
+  result.has_body = true;
   switch (kind) {
     case StatementKind::kWrite:
       if (result.read_only) result.reason = reason.empty() ? "write" : std::string(reason);
@@ -717,6 +718,35 @@ QueryClass classify_parsed(std::string_view sql, const FunctionCatalog& catalog)
     fold(result, leading, kind, tx_read_only, reason);
   }
   pg_query__parse_result__free_unpacked(tree, nullptr);
+  return result;
+}
+
+QueryClass combine(const QueryClass& first, const QueryClass& next) {
+  if (next.first == StatementKind::kEmpty && !next.force_primary) return first;
+  if (first.first == StatementKind::kEmpty && !first.force_primary) return next;
+  QueryClass result = first;
+  result.force_primary = first.force_primary || next.force_primary;
+  result.ends_transaction = first.ends_transaction || next.ends_transaction;
+  result.parsed = first.parsed || next.parsed;
+  const bool next_leading =
+      next.first == StatementKind::kBegin || next.first == StatementKind::kSetTransaction;
+  if (!first.has_body && next_leading && next.tx_read_only) {
+    // BEGIN, then SET TRANSACTION READ ONLY in the next message: still the leading part.
+    result.tx_read_only = next.tx_read_only;
+  }
+  if (!first.has_body && !next_leading) {
+    // `next` is the first statement of the body.
+    result.has_body = true;
+  }
+  result.has_body = result.has_body || next.has_body;
+  if (!next.read_only && result.read_only) {
+    result.read_only = false;
+    result.reason = next.reason;
+  }
+  if (!first.has_body && !next_leading && next.first == StatementKind::kWrite && result.read_only) {
+    result.read_only = false;
+    result.reason = next.reason.empty() ? "write" : next.reason;
+  }
   return result;
 }
 

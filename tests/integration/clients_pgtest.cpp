@@ -199,6 +199,8 @@ class ClientsTest : public ::testing::TestWithParam<Movement> {
                        "acquire_timeout_ms = 10000\n";
     if (GetParam() == Movement::kEvicting) toml += "max_prepared_statements = 3\n";
     if (GetParam() == Movement::kMoving) toml += "lifetime_ms = 1\n";
+    // All on the primary's two connections, so the clients must share them.
+    toml += "[routing]\nread_write_split = false\n";
     proxy_ = std::make_unique<Proxy>(toml);
   }
 

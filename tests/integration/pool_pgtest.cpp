@@ -468,7 +468,10 @@ class PoolStateTest : public ::testing::TestWithParam<Movement> {
         write_userlist("userlist-state.txt", "\"app\" \"" + app_verifier() + "\"\n");
     std::string pool = "mode = \"transaction\"\nmax_size = 2\nacquire_timeout_ms = 5000\n";
     if (GetParam() == Movement::kMoving) pool += "lifetime_ms = 1\n";
-    proxy_ = std::make_unique<Proxy>(pooled_toml("scram-sha-256", userlist, pool));
+    // Everything on the primary's pool of two connections, so clients must share them (read
+    // splitting would spread the reads over the standbys' pools).
+    proxy_ = std::make_unique<Proxy>(pooled_toml("scram-sha-256", userlist, pool) +
+                                     "[routing]\nread_write_split = false\n");
   }
 
   /// Records the backend pid a client's statement ran on.

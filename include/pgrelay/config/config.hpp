@@ -64,6 +64,9 @@ struct RoutingSettings {
   std::uint32_t max_lag_ms = 1000;
   bool read_your_writes = true;
   std::uint32_t primary_wait_ms = 30000;
+  /// Functions (bare or schema-qualified names) a read-only query may call besides pg_catalog's
+  /// non-volatile ones.
+  std::vector<std::string> read_only_functions;
 };
 
 struct TlsSettings {

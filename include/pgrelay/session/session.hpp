@@ -24,7 +24,9 @@
 #include "pgrelay/pool/pool.hpp"
 #include "pgrelay/protocol/frame.hpp"
 #include "pgrelay/protocol/startup.hpp"
+#include "pgrelay/routing/policy.hpp"
 #include "pgrelay/session/cancel_registry.hpp"
+#include "pgrelay/sql/classify.hpp"
 #include "pgrelay/stats/stats.hpp"
 
 namespace pgrelay::session {
@@ -83,6 +85,19 @@ struct WorkerSessions {
   /// Relay buffers of ended sessions, kept for the next ones: a connect-per-transaction client
   /// would otherwise allocate and zero tens of kilobytes per connection.
   std::vector<protocol::ByteVector> spare_buffers;
+
+  /// The routing classifier of this worker; rebuilt when the monitor has read a new function
+  /// catalog or the configured read-only functions changed.
+  sql::Classifier& classifier(const cluster::Monitor& monitor,
+                              const std::shared_ptr<const config::Config>& config);
+  std::unique_ptr<sql::Classifier> classifier_;
+  std::shared_ptr<const std::vector<std::string>> classifier_source_;
+  std::shared_ptr<const config::Config> classifier_config_;
+  /// [[backend]] weights, by backend index (from the config the classifier was built for).
+  std::vector<std::uint32_t> weights;
+  /// Transactions running now on each backend from this worker (least-outstanding choice).
+  std::vector<std::uint32_t> outstanding;
+  std::uint32_t route_turn = 0;
 
   /// A buffer of at least `size` bytes (contents unspecified).
   protocol::ByteVector take_buffer(std::size_t size);
@@ -148,6 +163,7 @@ class Session : public std::enable_shared_from_this<Session> {
     kInternalParse,   ///< pgrelay re-preparing a statement on this connection
     kParamSync,       ///< pgrelay applying the client's parameters
     kReadback,        ///< pgrelay reading back parameters the client changed
+    kCommitLsn,       ///< pgrelay reading an LSN at or after the client's commit
   };
   /// One expected response (or response sequence) from the server, in wire order.
   struct Slot {
@@ -158,6 +174,7 @@ class Session : public std::enable_shared_from_this<Session> {
     std::uint64_t id = 0;            ///< statement id (parse bookkeeping)
     std::string name;                ///< client statement name (kClientParse)
     std::vector<std::string> names;  ///< kReadback: parameters; kClientPrepares: client names
+    std::uint64_t lsn = 0;           ///< kCommitLsn: the LSN read
     [[nodiscard]] bool internal() const { return purpose >= SlotPurpose::kInternal; }
   };
   /// A client's named statement: the shared statement and whether it came from SQL PREPARE.
@@ -169,7 +186,20 @@ class Session : public std::enable_shared_from_this<Session> {
   net::asio::awaitable<bool> authenticate_client();
   net::asio::awaitable<bool> authenticate_scram(const auth::Secret* secret);
   net::asio::awaitable<bool> authenticate_md5(const auth::Secret* secret);
-  net::asio::awaitable<std::optional<pool::AcquireError>> acquire_server(bool for_login);
+  /// Connects a server connection from the pool of `backend` (-1: the primary). A read routed
+  /// to a standby whose pool cannot deliver falls back to the primary.
+  net::asio::awaitable<std::optional<pool::AcquireError>> acquire_server(bool for_login,
+                                                                         int backend = -1);
+  /// Classification of the complete messages waiting in the client buffer (a transaction's
+  /// start); `need_more` when the first message that decides is not complete yet.
+  struct BatchClass {
+    bool need_more = false;
+    sql::QueryClass query;
+  };
+  BatchClass classify_batch();
+  /// Picks the backend for the transaction that starts with the waiting messages.
+  routing::Decision route_transaction(const sql::QueryClass& query);
+  void send_commit_lsn_query();
   net::asio::awaitable<std::optional<std::string>> exchange(std::string_view sql);
   net::asio::awaitable<bool> pooled_login(const protocol::StartupMessage& startup);
   net::asio::awaitable<void> pooled_client_loop();
@@ -300,6 +330,10 @@ class Session : public std::enable_shared_from_this<Session> {
   pool::Credential credential_;
   std::optional<auth::Secret> looked_up_secret_;  ///< from [auth] query
   pool::ServerPtr server_conn_;
+  bool routed_read_ = false;    ///< the attached connection was chosen for a read
+  bool may_write_ = false;      ///< attached to the primary for work that may write
+  bool batch_ends_tx_ = false;  ///< the waiting messages may end the transaction
+  std::uint64_t ryw_lsn_ = 0;   ///< read-your-writes watermark (0: none)
   pool::Pool* server_pool_ = nullptr;
   int server_pool_backend_ = -1;
   std::uint64_t attachment_ = 0;  ///< increments on every attach and detach

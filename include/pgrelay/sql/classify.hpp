@@ -74,11 +74,17 @@ struct QueryClass {
   bool ends_transaction = false;
   /// The text asks for the primary: a comment containing "pgrelay:primary".
   bool force_primary = false;
+  /// Some statement follows the leading BEGIN / SET TRANSACTION (or there is no leading one).
+  bool has_body = false;
   /// The full parser was needed (and its verdict cached).
   bool parsed = false;
   /// Why the query is not read-only, for debug logs and tests ("" when it is).
   std::string reason;
 };
+
+/// The verdict for `first` followed by `next` in one transaction start (an extended-protocol
+/// batch runs its statements one after the other, as a multi-statement Query does).
+[[nodiscard]] QueryClass combine(const QueryClass& first, const QueryClass& next);
 
 /// Classifies query texts; one per worker thread (not thread-safe), with an LRU cache of the
 /// parser's verdicts keyed by query text.

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 namespace pgrelay::stats {
@@ -26,6 +27,15 @@ struct PoolCounters {
   std::atomic<std::uint64_t> login_failures_total{0};
 };
 
+/// Routing decision reasons, in routing::Reason order (checked where both are known).
+inline constexpr std::array<std::string_view, 7> kRouteReasons = {"read:standby",
+                                                                  "read:primary:no-eligible",
+                                                                  "read:primary:ryw-wait",
+                                                                  "read:primary:split-off",
+                                                                  "write",
+                                                                  "write:hint",
+                                                                  "pinned"};
+
 /// One worker's counters. Only that worker writes them.
 struct alignas(64) WorkerCounters {
   PoolCounters pool;
@@ -34,6 +44,8 @@ struct alignas(64) WorkerCounters {
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::uint64_t> login_failures_total{0};
   std::atomic<std::uint64_t> protocol_errors_total{0};
+  /// Transactions routed, by reason (kRouteReasons).
+  std::array<std::atomic<std::uint64_t>, kRouteReasons.size()> route_reasons{};
   /// Request → ReadyForQuery round trips as the proxy sees them (client to client).
   std::array<std::atomic<std::uint64_t>, kLatencyBuckets.size() + 1> latency_buckets{};
   std::atomic<std::uint64_t> latency_sum_ns{0};

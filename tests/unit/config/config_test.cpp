@@ -181,8 +181,8 @@ void ExpectFullConfigValues(const Config& c, const TempDir& dir) {
   EXPECT_EQ(c.backends[1].port, 5434);
   EXPECT_EQ(c.backends[1].weight, 1u);
 
-  // Read splitting is parsed but not active yet.
-  EXPECT_EQ(c.inactive_notes.size(), 1u);
+  // Read splitting is active: the example pools in transaction mode with [auth].
+  EXPECT_TRUE(c.inactive_notes.empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -480,6 +480,26 @@ TEST(ConfigNotes, ReadWriteSplitTrueProducesANote) {
 TEST(ConfigNotes, RoutingSectionWithDefaultSplitProducesANote) {
   // read_write_split defaults to true, so a [routing] table that tunes lag still gets the note.
   EXPECT_EQ(NotesFor("[routing]\nmax_lag_ms = 500\n").size(), 1u);
+}
+
+TEST(ConfigNotes, ReadWriteSplitInTransactionPoolingProducesNone) {
+  EXPECT_TRUE(NotesFor("[routing]\nread_write_split = true\n[pool]\nmode = \"transaction\"\n"
+                       "[auth]\nmethod = \"trust\"\n")
+                  .empty());
+}
+
+TEST(ConfigRouting, ReadOnlyFunctionsAreRead) {
+  const LoadResult result = parse_config(
+      "[routing]\nread_only_functions = [\"app.lookup\", \"price_of\"]\n" + std::string(kBackend),
+      "pgrelay.toml");
+  ASSERT_TRUE(result.errors.empty()) << Formatted(result);
+  EXPECT_EQ(result.config->routing.read_only_functions,
+            (std::vector<std::string>{"app.lookup", "price_of"}));
+  const LoadResult bad = parse_config(
+      "[routing]\nread_only_functions = [\"ok\", 3]\n" + std::string(kBackend), "pgrelay.toml");
+  ASSERT_EQ(bad.errors.size(), 1u);
+  EXPECT_EQ(bad.errors[0].format(),
+            "pgrelay.toml:2: routing.read_only_functions must hold function names");
 }
 
 TEST(ConfigNotes, ReadWriteSplitFalseProducesNone) {

@@ -1,0 +1,273 @@
+// Read splitting against a real primary and two hot standbys, through pgrelay's transaction
+// pooling: where reads and writes land (`SHOW port` names the node that answered), lagging
+// standbys, read-your-writes by LSN (also carried to another connection), and pgbench's
+// TPC-B and select-only workloads mixed through one port.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster_fixture.hpp"
+
+namespace pgrelay::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+struct Cleanup {
+  std::function<void()> cleanup;
+  ~Cleanup() {
+    if (cleanup) cleanup();
+  }
+};
+
+std::string routing_toml(const std::string& routing_keys = {}) {
+  const std::string userlist = Cluster::get().dir() + "/userlist-routing.txt";
+  std::ofstream(userlist) << "\"app\" \"app\"\n";
+  return "[auth]\nmethod = \"trust\"\nfile = \"" + userlist +
+         "\"\n[pool]\nmode = \"transaction\"\nmax_size = 8\n[monitor]\nuser = \"pgrelay\"\n"
+         "password = \"pgrelay\"\ninterval_ms = 100\n"
+         "[routing]\n" +
+         routing_keys + "\n";
+}
+
+std::string port_of(const std::string& node) {
+  return std::to_string(Cluster::get().node(node).port);
+}
+
+/// Per node name, whether /topology shows it eligible for reads (empty map on failure).
+std::map<std::string, bool> eligibility(const Proxy& proxy) {
+  std::map<std::string, bool> out;
+  const auto response = http_get(proxy.http_port(), "/topology");
+  if (response.status != 200) return out;
+  boost::system::error_code ec;
+  const auto json = boost::json::parse(response.body, ec);
+  if (ec || !json.is_object()) return out;
+  for (const auto& node : json.at("nodes").as_array()) {
+    out[std::string(node.at("name").as_string())] = node.at("eligible").as_bool();
+  }
+  return out;
+}
+
+bool wait_eligible(const Proxy& proxy, const std::map<std::string, bool>& want,
+                   std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    const auto now = eligibility(proxy);
+    bool all = true;
+    for (const auto& [name, eligible] : want) {
+      const auto it = now.find(name);
+      all = all && it != now.end() && it->second == eligible;
+    }
+    if (all) return true;
+    std::this_thread::sleep_for(50ms);
+  }
+  return false;
+}
+
+/// How many of `count` runs of `work` answered from each port.
+std::map<std::string, int> ports_of(int count, const std::function<std::string()>& work) {
+  std::map<std::string, int> seen;
+  for (int i = 0; i < count; ++i) ++seen[work()];
+  return seen;
+}
+
+std::string describe(const std::map<std::string, int>& seen) {
+  std::string out;
+  for (const auto& [port, n] : seen) out += port + ": " + std::to_string(n) + "  ";
+  return out;
+}
+
+/// Prometheus sample value of pgrelay_route_decisions_total{reason="..."} (-1 when missing).
+long route_decisions(const Proxy& proxy, const std::string& reason) {
+  const auto response = http_get(proxy.http_port(), "/metrics");
+  const std::string key = "pgrelay_route_decisions_total{reason=\"" + reason + "\"} ";
+  const auto at = response.body.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stol(response.body.substr(at + key.size()));
+}
+
+class RoutingTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto& cluster = Cluster::get();
+    const auto made =
+        cluster.sql("node1",
+                    "DROP TABLE IF EXISTS ryw; CREATE TABLE ryw (v bigint);"
+                    "DROP TABLE IF EXISTS filler; CREATE TABLE filler (pad text);"
+                    "DROP SEQUENCE IF EXISTS routing_seq; CREATE SEQUENCE routing_seq;"
+                    "GRANT ALL ON ryw, filler, routing_seq TO app;");
+    ASSERT_EQ(made.find("ERROR"), std::string::npos) << made;
+  }
+};
+
+TEST_F(RoutingTest, ReadsGoToBothStandbysAndWritesToThePrimary) {
+  Proxy proxy(routing_toml());
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+
+  const auto autocommit = ports_of(200, [&] { return conn.value("SHOW port"); });
+  const int on_standbys = autocommit.count(port_of("node2")) ? autocommit.at(port_of("node2")) : 0;
+  const int on_node3 = autocommit.count(port_of("node3")) ? autocommit.at(port_of("node3")) : 0;
+  EXPECT_GE(on_standbys + on_node3, 180) << describe(autocommit);
+  EXPECT_GT(on_standbys, 0) << "node2 got no reads: " << describe(autocommit);
+  EXPECT_GT(on_node3, 0) << "node3 got no reads: " << describe(autocommit);
+
+  const auto read_only = ports_of(200, [&] {
+    if (conn.value("BEGIN READ ONLY") != "") return std::string("BEGIN failed");
+    const auto port = conn.value("SHOW port");
+    if (conn.value("COMMIT") != "") return std::string("COMMIT failed");
+    return port;
+  });
+  const int ro2 = read_only.count(port_of("node2")) ? read_only.at(port_of("node2")) : 0;
+  const int ro3 = read_only.count(port_of("node3")) ? read_only.at(port_of("node3")) : 0;
+  EXPECT_GE(ro2 + ro3, 180) << describe(read_only);
+  EXPECT_GT(ro2, 0) << describe(read_only);
+  EXPECT_GT(ro3, 0) << describe(read_only);
+
+  // Read-write transactions, writes and unproven reads stay on the primary.
+  const auto primary = port_of("node1");
+  const auto read_write = ports_of(50, [&] {
+    if (conn.value("BEGIN") != "") return std::string("BEGIN failed");
+    const auto port = conn.value("SHOW port");
+    conn.value("COMMIT");
+    return port;
+  });
+  EXPECT_EQ(read_write, (std::map<std::string, int>{{primary, 50}})) << describe(read_write);
+  EXPECT_EQ(conn.value("SELECT current_setting('port') FROM (SELECT nextval('routing_seq')) s"),
+            primary);
+  EXPECT_EQ(conn.value("/* pgrelay:primary */ SHOW port"), primary);
+  EXPECT_EQ(conn.value("WITH x AS (INSERT INTO ryw VALUES (0) RETURNING v) "
+                       "SELECT current_setting('port') FROM x"),
+            primary);
+  EXPECT_EQ(conn.value("SELECT current_setting('port') FROM ryw LIMIT 1 FOR UPDATE"), primary);
+
+  EXPECT_GE(route_decisions(proxy, "read:standby"), 360);
+  EXPECT_GE(route_decisions(proxy, "write"), 50);
+  EXPECT_GE(route_decisions(proxy, "write:hint"), 1);
+}
+
+TEST_F(RoutingTest, LaggingStandbyGetsNoReadsUntilItCatchesUp) {
+  auto& cluster = Cluster::get();
+  Proxy proxy(routing_toml("max_lag_bytes = 262144\nmax_lag_ms = 86400000"));
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  Cleanup resume{[&] { cluster.sql("node2", "SELECT pg_wal_replay_resume()"); }};
+  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_pause()"), "");
+  // About 1 MB of WAL that node2 does not replay.
+  const auto filled = cluster.sql(
+      "node1", "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 1000)");
+  ASSERT_EQ(filled.find("ERROR"), std::string::npos) << filled;
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", false}, {"node3", true}}, 10s))
+      << "node2 should be past max_lag_bytes";
+
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  const auto paused = ports_of(100, [&] { return conn.value("SHOW port"); });
+  EXPECT_EQ(paused.count(port_of("node2")), 0U) << describe(paused);
+  EXPECT_GE(paused.count(port_of("node3")) ? paused.at(port_of("node3")) : 0, 90)
+      << describe(paused);
+
+  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_resume()"), "");
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s))
+      << "node2 should be eligible again after resuming replay";
+  const auto resumed = ports_of(100, [&] { return conn.value("SHOW port"); });
+  EXPECT_GT(resumed.count(port_of("node2")) ? resumed.at(port_of("node2")) : 0, 0)
+      << describe(resumed);
+}
+
+TEST_F(RoutingTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
+  auto& cluster = Cluster::get();
+  // Lag limits so large that paused standbys stay eligible: only read-your-writes protects.
+  Proxy proxy(routing_toml("max_lag_bytes = 1099511627776\nmax_lag_ms = 86400000"));
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  Cleanup resume{[&] {
+    cluster.sql("node2", "SELECT pg_wal_replay_resume()");
+    cluster.sql("node3", "SELECT pg_wal_replay_resume()");
+  }};
+  ASSERT_EQ(cluster.sql("node1", "TRUNCATE ryw"), "TRUNCATE TABLE");
+  // Let the standbys replay the TRUNCATE, then stop them.
+  std::this_thread::sleep_for(500ms);
+  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_pause()"), "");
+  ASSERT_EQ(cluster.sql("node3", "SELECT pg_wal_replay_pause()"), "");
+
+  PgConn writer(proxy.conninfo());
+  ASSERT_TRUE(writer.ok()) << writer.error();
+  int stale = 0;
+  for (int i = 1; i <= 1000; ++i) {
+    ASSERT_EQ(writer.value("INSERT INTO ryw VALUES (" + std::to_string(i) + ")"), "");
+    if (writer.value("SELECT max(v) FROM ryw") != std::to_string(i)) ++stale;
+  }
+  EXPECT_EQ(stale, 0) << "reads older than the client's own writes";
+
+  // A client that wrote nothing reads from the (paused) standbys: the test can see staleness.
+  PgConn other(proxy.conninfo());
+  ASSERT_TRUE(other.ok()) << other.error();
+  const auto from_standby = other.value("SELECT coalesce(max(v), 0) FROM ryw");
+  EXPECT_NE(from_standby, "1000") << "reads did not go to the paused standbys";
+
+  // The watermark travels: the writer's pgrelay.commit_lsn, given to another connection.
+  ASSERT_EQ(writer.value("INSERT INTO ryw VALUES (5000)"), "");
+  ASSERT_EQ(writer.value("SELECT 1"), "1");  // the ParameterStatus follows the write's answer
+  const char* lsn = PQparameterStatus(writer.conn, "pgrelay.commit_lsn");
+  ASSERT_NE(lsn, nullptr) << "no pgrelay.commit_lsn ParameterStatus";
+  PgConn carried(proxy.conninfo());
+  ASSERT_TRUE(carried.ok()) << carried.error();
+  EXPECT_EQ(carried.value(std::string("SET pgrelay.min_lsn = '") + lsn + "'"), "");
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_EQ(carried.value("SELECT max(v) FROM ryw"), "5000") << "carried watermark " << lsn;
+  }
+  PgConn from_start(proxy.conninfo(std::string("options='-c pgrelay.min_lsn=") + lsn + "'"));
+  ASSERT_TRUE(from_start.ok()) << from_start.error();
+  EXPECT_EQ(from_start.value("SELECT max(v) FROM ryw"), "5000");
+
+  // Once replay resumes and passes the watermark, the reads go back to the standbys.
+  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_resume()"), "");
+  ASSERT_EQ(cluster.sql("node3", "SELECT pg_wal_replay_resume()"), "");
+  bool back = false;
+  for (int i = 0; i < 100 && !back; ++i) {
+    const auto port = carried.value("SHOW port");
+    back = port == port_of("node2") || port == port_of("node3");
+    if (!back) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(back) << "reads never returned to the standbys";
+  EXPECT_GT(route_decisions(proxy, "read:primary:ryw-wait"), 1000);
+}
+
+TEST_F(RoutingTest, PgbenchTpcbAndSelectOnlyMixedThroughOnePort) {
+  const auto& node1 = Cluster::get().node("node1");
+  const auto init = run("PGPASSWORD=app pgbench -i -s 1 -q -h 127.0.0.1 -U app -p " +
+                        std::to_string(node1.port) + " app");
+  ASSERT_EQ(init.status, 0) << init.output;
+  Proxy proxy(routing_toml());
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  CommandResult tpcb;
+  std::thread writer([&] { tpcb = run(proxy.env() + "pgbench -n -c 4 -j 2 -T 4 app"); });
+  const auto reads = run(proxy.env() + "pgbench -n -S -c 4 -j 2 -T 4 app");
+  writer.join();
+  EXPECT_EQ(tpcb.status, 0) << tpcb.output;
+  EXPECT_EQ(reads.status, 0) << reads.output;
+  EXPECT_NE(tpcb.output.find("number of failed transactions: 0 "), std::string::npos)
+      << tpcb.output;
+  // TPC-B keeps the balances equal to the history's deltas.
+  PgConn check(proxy.conninfo());
+  ASSERT_TRUE(check.ok()) << check.error();
+  const auto consistent = check.value(
+      "/* pgrelay:primary */ SELECT (SELECT sum(abalance) FROM pgbench_accounts) = "
+      "(SELECT coalesce(sum(delta), 0) FROM pgbench_history) AND "
+      "(SELECT sum(bbalance) FROM pgbench_branches) = "
+      "(SELECT coalesce(sum(delta), 0) FROM pgbench_history)");
+  EXPECT_EQ(consistent, "t");
+  EXPECT_GT(route_decisions(proxy, "read:standby"), 100);
+  EXPECT_GT(route_decisions(proxy, "write"), 100);
+}
+
+}  // namespace
+}  // namespace pgrelay::test
