@@ -4,6 +4,7 @@
 // TPC-B and select-only workloads mixed through one port.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
 #include <fstream>
@@ -239,6 +240,43 @@ TEST_F(RoutingTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
   }
   EXPECT_TRUE(back) << "reads never returned to the standbys";
   EXPECT_GT(route_decisions(proxy, "read:primary:ryw-wait"), 1000);
+}
+
+TEST_F(RoutingTest, DelayedStandbyServesNoReads) {
+  auto& cluster = Cluster::get();
+  Proxy proxy(routing_toml("max_lag_ms = 1000"));
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  const std::string reset =
+      "ALTER SYSTEM RESET recovery_min_apply_delay;\nSELECT pg_reload_conf();\n";
+  Cleanup undo{[&] { cluster.sql("node3", reset); }};
+  const auto set = cluster.sql(
+      "node3", "ALTER SYSTEM SET recovery_min_apply_delay = '3s';\nSELECT pg_reload_conf();\n");
+  ASSERT_EQ(set.find("ERROR"), std::string::npos) << set;
+
+  // Commits keep coming, so node3 stays about 3 s behind in time.
+  std::atomic<bool> stop{false};
+  std::string write_error;
+  std::thread writer([&] {
+    PgConn primary("host=127.0.0.1 port=" + port_of("node1") +
+                   " user=app password=app dbname=app sslmode=disable");
+    while (!stop) {
+      const auto result = primary.value("INSERT INTO filler VALUES ('delayed')");
+      if (!result.empty() && write_error.empty()) write_error = result;
+      std::this_thread::sleep_for(50ms);
+    }
+  });
+  Cleanup join{[&] {
+    stop = true;
+    writer.join();
+  }};
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", false}}, 15s))
+      << "node3 should be over max_lag_ms";
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  const auto seen = ports_of(100, [&] { return conn.value("SHOW port"); });
+  EXPECT_EQ(seen.count(port_of("node3")), 0U) << describe(seen);
+  EXPECT_EQ(seen.count(port_of("node2")) ? seen.at(port_of("node2")) : 0, 100) << describe(seen);
+  EXPECT_EQ(write_error, "");
 }
 
 TEST_F(RoutingTest, PgbenchTpcbAndSelectOnlyMixedThroughOnePort) {

@@ -482,3 +482,36 @@ TEST(Classify, ReasonsNameTheCause) {
 
 }  // namespace
 }  // namespace pgrelay::sql
+
+namespace pgrelay::sql {
+namespace {
+
+TEST(ClassifyCombine, ExtendedBatchesFoldLikeMultiStatementQueries) {
+  const auto catalog = test_catalog();
+  const auto c = [&](const char* sql) { return classify_parsed(sql, *catalog); };
+  // BEGIN, then SET TRANSACTION READ ONLY in the next message: a read-only transaction.
+  const auto begin_ro = combine(c("BEGIN"), c("SET TRANSACTION READ ONLY"));
+  EXPECT_EQ(begin_ro.first, StatementKind::kBegin);
+  EXPECT_EQ(begin_ro.tx_read_only, true);
+  const auto begin_ro_select = combine(begin_ro, c("SELECT 1"));
+  EXPECT_EQ(begin_ro_select.tx_read_only, true);
+  EXPECT_TRUE(begin_ro_select.read_only);
+  // A SET TRANSACTION after the body has started does not make it read-only.
+  const auto late = combine(combine(c("BEGIN"), c("SELECT 1")), c("SET TRANSACTION READ ONLY"));
+  EXPECT_FALSE(late.tx_read_only.has_value());
+  // A write anywhere makes the batch a write, with its reason.
+  const auto mixed = combine(c("SELECT 1"), c("SELECT nextval('s')"));
+  EXPECT_FALSE(mixed.read_only);
+  EXPECT_NE(mixed.reason.find("nextval"), std::string::npos) << mixed.reason;
+  const auto begin_write = combine(c("BEGIN READ ONLY"), c("INSERT INTO t VALUES (1)"));
+  EXPECT_FALSE(begin_write.read_only);
+  // Ends and hints accumulate; empty parts change nothing.
+  EXPECT_TRUE(combine(c("INSERT INTO t VALUES (1)"), c("COMMIT")).ends_transaction);
+  EXPECT_TRUE(combine(c("SELECT 1"), c("/* pgrelay:primary */ SELECT 2")).force_primary);
+  const auto empty_first = combine(c(""), c("SELECT 1"));
+  EXPECT_EQ(empty_first.first, StatementKind::kRead);
+  EXPECT_TRUE(empty_first.read_only);
+}
+
+}  // namespace
+}  // namespace pgrelay::sql
