@@ -364,6 +364,67 @@ awaitable<bool> Session::authenticate_md5(const auth::Secret* secret) {
   co_return true;
 }
 
+void Session::attached(pool::ServerPtr conn) {
+  server_conn_ = std::move(conn);
+  ++attachment_;
+  backend_index_ = server_conn_->backend;
+  if (transaction_mode_ && backend_index_ >= 0) {
+    const auto index = static_cast<std::size_t>(backend_index_);
+    if (worker_.outstanding.size() <= index) worker_.outstanding.resize(index + 1);
+    ++worker_.outstanding[index];
+    auto& counters = shared_.stats->backend(index);
+    (routed_read_ ? counters.routed_read : counters.routed_write)
+        .fetch_add(1, std::memory_order_relaxed);
+  }
+  backend_name_ = server_conn_->backend_name;
+  backend_host_ = server_conn_->host;
+  backend_port_ = server_conn_->port;
+  server_status_ = TransactionStatus::kIdle;
+  server_skipping_ = false;
+  SPDLOG_TRACE("c{}: server connection (backend pid {}) attached", id_,
+               server_conn_->key.process_id);
+  if (client_key_) {
+    shared_.cancels.update(*client_key_,
+                           CancelTarget{server_conn_->host, server_conn_->port, server_conn_->key});
+  }
+}
+
+bool Session::attach_parked(int backend) {
+  for (auto it = parked_.begin(); it != parked_.end(); ++it) {
+    if (it->conn->backend != backend) continue;
+    server_pool_ = it->pool;
+    server_pool_backend_ = backend;
+    auto conn = std::move(it->conn);
+    parked_.erase(it);
+    attached(std::move(conn));
+    return true;
+  }
+  return false;
+}
+
+void Session::release_parked(bool reusable) {
+  for (auto& parked : parked_) {
+    if (parked.pool != nullptr) parked.pool->release(std::move(parked.conn), reusable);
+  }
+  parked_.clear();
+}
+
+int Session::parked_standby_for_read(const cluster::Topology& topology,
+                                     std::uint64_t min_lsn) const {
+  for (const auto& parked : parked_) {
+    const int b = parked.conn->backend;
+    if (b < 0 || b == topology.primary || static_cast<std::size_t>(b) >= topology.nodes.size()) {
+      continue;
+    }
+    const auto& node = topology.nodes[static_cast<std::size_t>(b)];
+    if (node.eligible && node.role == cluster::NodeRole::kStandby &&
+        (min_lsn == 0 || node.replay_lsn >= min_lsn)) {
+      return b;
+    }
+  }
+  return -1;
+}
+
 awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_login, int backend) {
   const auto& cfg = *config_;
   const auto start = std::chrono::steady_clock::now();
@@ -376,6 +437,7 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
     }
     const auto* primary =
         target >= 0 ? &topology->nodes[static_cast<std::size_t>(target)] : nullptr;
+    if (primary != nullptr && dedicated_ && attach_parked(target)) co_return std::nullopt;
     if (primary != nullptr) {
       if (server_pool_ == nullptr || server_pool_backend_ != target) {
         pool::PoolLimits limits;
@@ -403,28 +465,7 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         co_return pool::AcquireError{std::string(sqlstate::kAdminShutdown), "closing", {}, false};
       }
       if (auto* conn = std::get_if<pool::ServerPtr>(&result)) {
-        server_conn_ = std::move(*conn);
-        ++attachment_;
-        backend_index_ = server_conn_->backend;
-        if (transaction_mode_ && backend_index_ >= 0) {
-          const auto index = static_cast<std::size_t>(backend_index_);
-          if (worker_.outstanding.size() <= index) worker_.outstanding.resize(index + 1);
-          ++worker_.outstanding[index];
-          auto& counters = shared_.stats->backend(index);
-          (routed_read_ ? counters.routed_read : counters.routed_write)
-              .fetch_add(1, std::memory_order_relaxed);
-        }
-        backend_name_ = server_conn_->backend_name;
-        backend_host_ = server_conn_->host;
-        backend_port_ = server_conn_->port;
-        server_status_ = TransactionStatus::kIdle;
-        server_skipping_ = false;
-        SPDLOG_TRACE("c{}: server connection (backend pid {}) attached", id_,
-                     server_conn_->key.process_id);
-        if (client_key_) {
-          shared_.cancels.update(*client_key_, CancelTarget{server_conn_->host, server_conn_->port,
-                                                            server_conn_->key});
-        }
+        attached(std::move(*conn));
         co_return std::nullopt;
       }
       auto error = std::get<pool::AcquireError>(std::move(result));
@@ -591,6 +632,12 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
 awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
   pooled_ = true;
   transaction_mode_ = config_->pool.mode == config::PoolMode::kTransaction;
+  if (!transaction_mode_ && config_->routing.read_write_split) {
+    // Session mode with read splitting: the per-transaction machinery (statement names,
+    // parameter sync, routing) over the session's own primary and standby connections.
+    dedicated_ = true;
+    transaction_mode_ = true;
+  }
   if (user_.empty()) {
     co_await send_fatal(sqlstate::kInvalidAuthorizationSpecification,
                         "no PostgreSQL user name specified in startup packet");
@@ -614,7 +661,7 @@ awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
         .routed_write.fetch_add(1, std::memory_order_relaxed);
   }
   spdlog::info("c{}: login user={} database={} from {} ({} mode, {}){}", id_, user_, database_,
-               peer_, transaction_mode_ ? "transaction" : "session",
+               peer_, transaction_mode_ && !dedicated_ ? "transaction" : "session",
                config::to_string(config_->auth.method), tls_ ? " tls" : "");
   if (stopping_) request_stop();
   co_await pooled_client_loop();
@@ -643,6 +690,7 @@ awaitable<void> Session::end_pooled() {
       detach(idle());
     }
   }
+  release_parked(!pinned_);
   if (final_error_) co_await send_fatal(final_error_->sqlstate, final_error_->message);
   error_code ignored;
   if (tls_) {
@@ -813,8 +861,22 @@ routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   options.outstanding = worker_.outstanding;
   options.weights = worker_.weights;
   options.tiebreak = worker_.route_turn++;
-  const auto decision = routing::route(*topology, intent, options);
+  auto decision = routing::route(*topology, intent, options);
   may_write_ = intent.intent == routing::Intent::kWrite;
+  if (dedicated_ && decision.reason == routing::Reason::kReadStandby) {
+    // Session mode keeps one standby connection: the one it has, while it may serve the read.
+    const int kept = parked_standby_for_read(*topology, options.min_lsn);
+    if (kept >= 0) decision.backend = kept;
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      const int b = it->conn->backend;
+      if (b != decision.backend && b != topology->primary) {
+        if (it->pool != nullptr) it->pool->release(std::move(it->conn), true);
+        it = parked_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
   worker_.counters->route_reasons[static_cast<std::size_t>(decision.reason)].fetch_add(
       1, std::memory_order_relaxed);
   if (spdlog::should_log(spdlog::level::debug)) {
@@ -908,7 +970,7 @@ awaitable<void> Session::pooled_client_loop() {
       int target = -1;
       routed_read_ = false;
       may_write_ = false;
-      if (transaction_mode_ && !pinned_) {
+      if (transaction_mode_ && !pinned_ && config_->routing.read_write_split) {
         const auto batch = classify_batch();
         if (batch.need_more) continue;  // the first message decides: read all of it
         const auto decision = route_transaction(batch.query);
@@ -1897,7 +1959,9 @@ void Session::detach(bool reusable) {
   }
   routed_read_ = false;
   may_write_ = false;
-  if (server_pool_ != nullptr) {
+  if (dedicated_ && reusable && !closing_ && server_pool_ != nullptr) {
+    parked_.push_back({std::move(server_conn_), server_pool_});
+  } else if (server_pool_ != nullptr) {
     server_pool_->release(std::move(server_conn_), reusable);
   } else {
     server_conn_.reset();

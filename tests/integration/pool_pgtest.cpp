@@ -781,8 +781,11 @@ TEST(PoolLimitTest, ClientWaitsAcquireTimeoutThenGets53300) {
 TEST(PoolSessionTest, ConnectionIsExclusiveAndCleanedForTheNextClient) {
   const auto userlist =
       write_userlist("userlist-session.txt", "\"app\" \"" + app_verifier() + "\"\n");
+  // Classic session pooling: one server connection per client (read splitting, which gives a
+  // session a standby connection too, is tested in routing_pgtest).
   Proxy proxy(pooled_toml("scram-sha-256", userlist,
-                          "mode = \"session\"\nmax_size = 2\nacquire_timeout_ms = 1000"));
+                          "mode = \"session\"\nmax_size = 2\nacquire_timeout_ms = 1000") +
+              "[routing]\nread_write_split = false\n");
   std::string first_pid;
   {
     PgConn first(proxy.conninfo());

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -277,6 +278,46 @@ TEST_F(RoutingTest, DelayedStandbyServesNoReads) {
   EXPECT_EQ(seen.count(port_of("node3")), 0U) << describe(seen);
   EXPECT_EQ(seen.count(port_of("node2")) ? seen.at(port_of("node2")) : 0, 100) << describe(seen);
   EXPECT_EQ(write_error, "");
+}
+
+TEST_F(RoutingTest, SessionModeKeepsOnePrimaryAndOneStandbyConnection) {
+  const std::string userlist = Cluster::get().dir() + "/userlist-routing.txt";
+  std::ofstream(userlist) << "\"app\" \"app\"\n";
+  Proxy proxy("[auth]\nmethod = \"trust\"\nfile = \"" + userlist +
+              "\"\n[pool]\nmode = \"session\"\nmax_size = 8\n[monitor]\nuser = \"pgrelay\"\n"
+              "password = \"pgrelay\"\ninterval_ms = 100\n");
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  // Session state and a prepared statement follow the client to both of its connections.
+  ASSERT_EQ(conn.value("SET search_path = pg_catalog, public"), "");
+  PGresult* prepared =
+      PQprepare(conn.conn, "where_am_i", "SELECT current_setting('port')", 0, nullptr);
+  ASSERT_EQ(PQresultStatus(prepared), PGRES_COMMAND_OK) << PQerrorMessage(conn.conn);
+  PQclear(prepared);
+  std::map<std::string, int> reads;
+  std::set<std::string> standby_pids;
+  for (int i = 0; i < 40; ++i) {
+    ++reads[conn.value("SHOW port")];
+    standby_pids.insert(conn.value("SELECT pg_backend_pid()"));
+    EXPECT_EQ(conn.value("SHOW search_path"), "pg_catalog, public");
+    PGresult* res = PQexecPrepared(conn.conn, "where_am_i", 0, nullptr, nullptr, nullptr, 0);
+    ASSERT_EQ(PQresultStatus(res), PGRES_TUPLES_OK) << PQerrorMessage(conn.conn);
+    EXPECT_NE(std::string(PQgetvalue(res, 0, 0)), port_of("node1"));
+    PQclear(res);
+  }
+  EXPECT_EQ(reads.count(port_of("node1")), 0U) << describe(reads);
+  EXPECT_EQ(reads.size(), 1U) << "one standby connection per session: " << describe(reads);
+  EXPECT_EQ(standby_pids.size(), 1U) << "the session's standby connection changed";
+  // Writes go to the session's primary connection, always the same one.
+  std::set<std::string> primary_pids;
+  for (int i = 0; i < 10; ++i) {
+    primary_pids.insert(
+        conn.value("SELECT pg_backend_pid() FROM (SELECT nextval('routing_seq')) s"));
+  }
+  EXPECT_EQ(primary_pids.size(), 1U);
+  EXPECT_EQ(conn.value("SELECT current_setting('port') FROM (SELECT nextval('routing_seq')) s"),
+            port_of("node1"));
 }
 
 TEST_F(RoutingTest, PgbenchTpcbAndSelectOnlyMixedThroughOnePort) {

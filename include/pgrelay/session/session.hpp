@@ -330,6 +330,21 @@ class Session : public std::enable_shared_from_this<Session> {
   pool::Credential credential_;
   std::optional<auth::Secret> looked_up_secret_;  ///< from [auth] query
   pool::ServerPtr server_conn_;
+  /// Session mode with read splitting: the session's own connections (one primary, one
+  /// standby at most) wait here between transactions instead of going back to their pools.
+  bool dedicated_ = false;
+  struct Parked {
+    pool::ServerPtr conn;
+    pool::Pool* pool = nullptr;
+  };
+  std::vector<Parked> parked_;
+  /// A parked connection to `backend`, attached as the current one; false when there is none.
+  bool attach_parked(int backend);
+  /// Makes `conn` the attached server connection (bookkeeping, cancel target).
+  void attached(pool::ServerPtr conn);
+  void release_parked(bool reusable);
+  /// In session mode, the standby the session already holds, if it may serve this read.
+  int parked_standby_for_read(const cluster::Topology& topology, std::uint64_t min_lsn) const;
   bool routed_read_ = false;    ///< the attached connection was chosen for a read
   bool may_write_ = false;      ///< attached to the primary for work that may write
   bool batch_ends_tx_ = false;  ///< the waiting messages may end the transaction
