@@ -728,6 +728,17 @@ std::optional<std::uint64_t> parse_lsn(std::string_view text) {
   return (high << 32) | low;
 }
 
+/// The text names the pgrelay.min_lsn setting (ASCII case-insensitively).
+bool mentions_min_lsn(std::string_view text) {
+  constexpr std::string_view kName = "pgrelay.min_lsn";
+  if (text.size() < kName.size()) return false;
+  for (std::size_t i = 0; i + kName.size() <= text.size(); ++i) {
+    if ((text[i] | 0x20) != 'p') continue;
+    if (pool::iequals(text.substr(i, kName.size()), kName)) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 sql::Classifier& WorkerSessions::classifier(const cluster::Monitor& monitor,
@@ -793,7 +804,11 @@ Session::BatchClass Session::classify_batch() {
     switch (type) {
       case FrontendType::kQuery:
         if (const auto text = protocol::parse_query(body)) {
-          add(classifier.classify(*text, lexer));
+          auto verdict = classifier.classify(*text, lexer);
+          // SET pgrelay.min_lsn runs on the primary, so reads pipelined behind it (while
+          // pgrelay reads the new value back) cannot land on a standby that is behind it.
+          if (mentions_min_lsn(*text)) verdict.force_primary = true;
+          add(verdict);
         } else {
           add(write);
         }
