@@ -319,14 +319,35 @@ Fast fast_statement(Tokens& tokens, const Token& first, const FunctionCatalog& c
     kind = StatementKind::kEnd;
     return Fast::kSettled;
   }
-  if (w == "savepoint" || w == "release" || w == "reset" || w == "fetch" || w == "move" ||
-      w == "close" || w == "discard") {
+  if (w == "reset") {
+    std::string next = tokens.word_copy(tokens.peek());
+    if (next == "session") {
+      tokens.take();
+      next = tokens.word(tokens.peek()) == "authorization" ? "session_authorization" : "";
+    }
+    if (next == "session_authorization") {
+      kind = StatementKind::kWrite;
+      reason = "set session authorization";
+    } else {
+      kind = StatementKind::kSession;
+    }
+    skip_statement(tokens);
+    return Fast::kSettled;
+  }
+  if (w == "savepoint" || w == "release" || w == "fetch" || w == "move" || w == "close" ||
+      w == "discard") {
     kind = StatementKind::kSession;
     skip_statement(tokens);
     return Fast::kSettled;
   }
   if (w == "set") {
     const std::string next = tokens.word_copy(tokens.peek());
+    if (next == "session_authorization") {
+      kind = StatementKind::kWrite;
+      reason = "set session authorization";
+      skip_statement(tokens);
+      return Fast::kSettled;
+    }
     if (next == "transaction") {
       tokens.take();
       if (tokens.word(tokens.peek()) == "snapshot") return Fast::kUnsure;
@@ -335,9 +356,12 @@ Fast fast_statement(Tokens& tokens, const Token& first, const FunctionCatalog& c
     }
     if (next == "session") {
       tokens.take();
-      if (tokens.word(tokens.peek()) == "characteristics") {
-        kind = StatementKind::kWrite;  // changes the session's default transaction modes
-        reason = "set session characteristics";
+      const auto after = tokens.word(tokens.peek());
+      if (after == "characteristics" || after == "authorization") {
+        // Changes the session's default transaction modes / pins the session: the primary.
+        kind = StatementKind::kWrite;
+        reason = after == "characteristics" ? "set session characteristics"
+                                            : "set session authorization";
         skip_statement(tokens);
         return Fast::kSettled;
       }
@@ -598,6 +622,10 @@ StatementKind parsed_statement(const PgQuery__Node* node, const FunctionCatalog&
           reason = "set transaction snapshot";
           return StatementKind::kWrite;
         }
+      }
+      if (set->name != nullptr && std::strcmp(set->name, "session_authorization") == 0) {
+        reason = "set session authorization";  // pins the session: keep it on the primary
+        return StatementKind::kWrite;
       }
       return StatementKind::kSession;
     }
