@@ -249,6 +249,12 @@ void append_query(ByteVector& out, std::string_view sql) {
   end_message(out, at);
 }
 
+void append_command_complete(ByteVector& out, std::string_view tag) {
+  const std::size_t at = begin_message(out, 'C');
+  append_cstring(out, tag);
+  end_message(out, at);
+}
+
 void append_parse(ByteVector& out, std::string_view statement, std::string_view query,
                   Bytes param_types) {
   const std::size_t at = begin_message(out, 'P');

@@ -904,6 +904,38 @@ routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   return decision;
 }
 
+awaitable<bool> Session::defer_begin(const sql::QueryClass& query) {
+  // Only a lone simple-protocol BEGIN without modes, outside a transaction, in a session whose
+  // transactions are not read-only by default.
+  if (query.first != sql::StatementKind::kBegin || query.has_body || query.tx_read_only ||
+      query.force_primary || tx_status_ != TransactionStatus::kIdle || c2s_stream_left_ > 0) {
+    co_return false;
+  }
+  if (const auto* value = client_reported_.find("default_transaction_read_only");
+      value != nullptr && *value == "on") {
+    co_return false;
+  }
+  const std::size_t available = c2s_end_ - c2s_begin_;
+  if (available < protocol::kHeaderLength) co_return false;
+  const auto* start = c2s_buffer_.data() + c2s_begin_;
+  if (static_cast<FrontendType>(start[0]) != FrontendType::kQuery) co_return false;
+  const std::size_t total = std::size_t{protocol::read_u32(start + 1)} + 1;
+  if (total != available) co_return false;  // more behind it: routed as one batch
+  const auto text =
+      protocol::parse_query(protocol::Bytes(start + protocol::kHeaderLength, total - 5));
+  if (!text) co_return false;
+  deferred_begin_ = std::string(*text);
+  deferred_class_ = query;
+  c2s_begin_ = c2s_end_ = 0;
+  tx_status_ = TransactionStatus::kInTransaction;
+  out_.clear();
+  protocol::append_command_complete(out_, "BEGIN");
+  protocol::append_ready_for_query(out_, TransactionStatus::kInTransaction);
+  auto [ec, n] = co_await client_write(asio::buffer(out_));
+  if (ec) stop_relay("client disconnected");
+  co_return true;
+}
+
 void Session::send_commit_lsn_query() {
   // Behind the client's last message: when the transaction has ended, this reads an LSN at or
   // after its commit record, and the client waits for nothing (its answer comes first).
@@ -986,8 +1018,11 @@ awaitable<void> Session::pooled_client_loop() {
       routed_read_ = false;
       may_write_ = false;
       if (transaction_mode_ && !pinned_ && config_->routing.read_write_split) {
-        const auto batch = classify_batch();
+        auto batch = classify_batch();
         if (batch.need_more) continue;  // the first message decides: read all of it
+        if (deferred_begin_.empty() && co_await defer_begin(batch.query)) continue;
+        if (closing_) break;
+        if (!deferred_begin_.empty()) batch.query = sql::combine(deferred_class_, batch.query);
         const auto decision = route_transaction(batch.query);
         if (decision.reason == routing::Reason::kReadStandby) {
           target = decision.backend;
@@ -1003,6 +1038,21 @@ awaitable<void> Session::pooled_client_loop() {
         break;
       }
       attach_started();
+      if (!deferred_begin_.empty() && server_conn_) {
+        // The BEGIN the client was told had run, ahead of its next messages.
+        protocol::ByteVector begin;
+        protocol::append_query(begin, deferred_begin_);
+        error_code ignored;
+        const auto sent = server_conn_->socket.send(asio::buffer(begin), 0, ignored);
+        deferred_begin_.clear();
+        if (ignored || sent != begin.size()) {
+          set_final_error(sqlstate::kConnectionFailure,
+                          "lost the connection to backend \"" + backend_name_ + "\"");
+          stop_relay("backend connection lost");
+          break;
+        }
+        push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
+      }
     }
     c2s_segments_.clear();
     c2s_extra_.clear();

@@ -135,6 +135,27 @@ TEST_F(RoutingTest, ReadsGoToBothStandbysAndWritesToThePrimary) {
   EXPECT_GT(ro2, 0) << describe(read_only);
   EXPECT_GT(ro3, 0) << describe(read_only);
 
+  // BEGIN alone, then SET TRANSACTION READ ONLY (as psycopg2 and others send them): a read.
+  const auto deferred = ports_of(40, [&] {
+    if (conn.value("BEGIN") != "") return std::string("BEGIN failed");
+    if (conn.value("SET TRANSACTION READ ONLY") != "") return std::string("SET failed");
+    const auto port = conn.value("SHOW port");
+    const auto read_only = conn.value("SHOW transaction_read_only");
+    if (conn.value("COMMIT") != "") return std::string("COMMIT failed");
+    return read_only == "on" ? port : "not read only";
+  });
+  EXPECT_EQ(deferred.count(port_of("node1")), 0U) << describe(deferred);
+  EXPECT_EQ((deferred.count(port_of("node2")) ? deferred.at(port_of("node2")) : 0) +
+                (deferred.count(port_of("node3")) ? deferred.at(port_of("node3")) : 0),
+            40)
+      << describe(deferred);
+  // A failing statement after a deferred BEGIN fails the transaction as PostgreSQL would.
+  EXPECT_EQ(conn.value("BEGIN"), "");
+  EXPECT_EQ(conn.value("SELECT 1/0").substr(0, 12), "ERROR: 22012");
+  EXPECT_EQ(conn.value("SELECT 1").substr(0, 12), "ERROR: 25P02");
+  EXPECT_EQ(conn.value("ROLLBACK"), "");
+  EXPECT_EQ(PQtransactionStatus(conn.conn), PQTRANS_IDLE);
+
   // Read-write transactions, writes and unproven reads stay on the primary.
   const auto primary = port_of("node1");
   const auto read_write = ports_of(50, [&] {

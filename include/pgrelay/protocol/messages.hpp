@@ -170,6 +170,8 @@ void append_terminate(ByteVector& out);
 void append_notice(ByteVector& out, std::string_view severity, std::string_view sqlstate,
                    std::string_view message, std::string_view detail = {});
 void append_query(ByteVector& out, std::string_view sql);
+/// CommandComplete with `tag` ("BEGIN", "SELECT 1", ...).
+void append_command_complete(ByteVector& out, std::string_view tag);
 /// Parse; `param_types` is the Int16 count and OIDs as a client sent them (empty: none).
 void append_parse(ByteVector& out, std::string_view statement, std::string_view query,
                   Bytes param_types = {});

@@ -345,6 +345,12 @@ class Session : public std::enable_shared_from_this<Session> {
   void release_parked(bool reusable);
   /// In session mode, the standby the session already holds, if it may serve this read.
   int parked_standby_for_read(const cluster::Topology& topology, std::uint64_t min_lsn) const;
+  /// A lone plain BEGIN answered by pgrelay: sent ahead of the next messages once they tell
+  /// where the transaction goes (SET TRANSACTION READ ONLY next makes it a read).
+  std::string deferred_begin_;
+  sql::QueryClass deferred_class_;
+  /// Answers a lone plain BEGIN without a server; false when the batch is something else.
+  net::asio::awaitable<bool> defer_begin(const sql::QueryClass& query);
   bool routed_read_ = false;    ///< the attached connection was chosen for a read
   bool may_write_ = false;      ///< attached to the primary for work that may write
   bool batch_ends_tx_ = false;  ///< the waiting messages may end the transaction
