@@ -162,6 +162,16 @@ void Monitor::request_probe() {
   wake_.notify_all();
 }
 
+void Monitor::request_replay_probe() {
+  // At most one such request per kReplayProbeSpacing, whatever the number of sessions asking.
+  const auto now = Clock::now().time_since_epoch().count();
+  auto last = last_replay_request_.load(std::memory_order_relaxed);
+  const auto spacing = std::chrono::duration_cast<Clock::duration>(kReplayProbeSpacing).count();
+  if (now - last < spacing) return;
+  if (!last_replay_request_.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  request_probe();
+}
+
 bool Monitor::wait_first_round(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   return first_round_.wait_for(lock, timeout, [this] {

@@ -878,6 +878,10 @@ routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   options.tiebreak = worker_.route_turn++;
   auto decision = routing::route(*topology, intent, options);
   may_write_ = intent.intent == routing::Intent::kWrite;
+  if (decision.reason == routing::Reason::kReadPrimaryRywWait) {
+    // The standbys are probably past the watermark already; find out soon.
+    shared_.monitor->request_replay_probe();
+  }
   if (dedicated_ && decision.reason == routing::Reason::kReadStandby) {
     // Session mode keeps one standby connection: the one it has, while it may serve the read.
     const int kept = parked_standby_for_read(*topology, options.min_lsn);

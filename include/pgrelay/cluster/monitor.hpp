@@ -59,6 +59,12 @@ class Monitor {
   /// to the primary failed).
   void request_probe();
 
+  /// Read-your-writes: a session waits for standbys to replay its last commit. Probes now,
+  /// unless a probe was requested this way within the last kReplayProbeSpacing: replay on a
+  /// healthy standby takes about a millisecond, the regular interval hundreds.
+  void request_replay_probe();
+  static constexpr std::chrono::milliseconds kReplayProbeSpacing{10};
+
   /// Blocks until every node has been probed once (success or failure) or `timeout` passes.
   bool wait_first_round(std::chrono::milliseconds timeout);
 
@@ -96,6 +102,7 @@ class Monitor {
   bool stopping_ = false;
   std::uint64_t generation_ = 0;
   std::atomic<std::shared_ptr<const Topology>> current_;
+  std::atomic<std::int64_t> last_replay_request_{0};
   std::atomic<std::shared_ptr<const std::vector<std::string>>> nonvolatile_functions_;
 };
 
