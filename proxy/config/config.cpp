@@ -345,12 +345,10 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
             "pool.mode = \"transaction\" needs an [auth] table: pgrelay must log clients in "
             "itself to lend them pooled server connections");
   }
-  if (root.get("routing") != nullptr && config.routing.read_write_split &&
-      !(config.auth.enabled && config.pool.mode == PoolMode::kTransaction)) {
+  if (root.get("routing") != nullptr && config.routing.read_write_split && !config.auth.enabled) {
     config.inactive_notes.emplace_back(
         "read splitting ([routing] read_write_split) applies to clients pgrelay logs in itself "
-        "in transaction mode ([auth] and [pool] mode = \"transaction\"); other sessions go to "
-        "the primary");
+        "([auth]); without it every session passes through to the primary");
   }
   read_backends(r, root, config);
 }

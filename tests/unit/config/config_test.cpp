@@ -502,6 +502,12 @@ TEST(ConfigRouting, ReadOnlyFunctionsAreRead) {
             "pgrelay.toml:2: routing.read_only_functions must hold function names");
 }
 
+TEST(ConfigNotes, ReadWriteSplitInSessionPoolingWithAuthProducesNone) {
+  EXPECT_TRUE(NotesFor("[routing]\nread_write_split = true\n[pool]\nmode = \"session\"\n"
+                       "[auth]\nmethod = \"trust\"\n")
+                  .empty());
+}
+
 TEST(ConfigNotes, ReadWriteSplitFalseProducesNone) {
   EXPECT_TRUE(NotesFor("[routing]\nread_write_split = false\nmax_lag_ms = 500\n").empty());
 }
