@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -97,6 +98,14 @@ struct PgConn {
   /// Runs a query; returns the first column of the first row, or "ERROR: <sqlstate> <message>".
   std::string value(const std::string& query);
   PGconn* conn;
+};
+
+/// Runs `cleanup` when the scope ends, also when an ASSERT returns early.
+struct Cleanup {
+  std::function<void()> cleanup;
+  ~Cleanup() {
+    if (cleanup) cleanup();
+  }
 };
 
 /// A raw TCP connection to 127.0.0.1:port for feeding bytes by hand.

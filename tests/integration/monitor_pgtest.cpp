@@ -35,14 +35,6 @@ const std::string kCreateTable =
 const std::string kInsert =
     "INSERT INTO monitor_lag SELECT g, repeat('x', 40) FROM generate_series(1, 2000) g";
 
-/// Runs `cleanup` when the scope ends, also when an ASSERT returns early.
-struct Cleanup {
-  std::function<void()> cleanup;
-  ~Cleanup() {
-    if (cleanup) cleanup();
-  }
-};
-
 // ------------------------------------------------------------------------------------------
 // /topology
 // ------------------------------------------------------------------------------------------

@@ -23,13 +23,6 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-struct Cleanup {
-  std::function<void()> cleanup;
-  ~Cleanup() {
-    if (cleanup) cleanup();
-  }
-};
-
 std::string routing_toml(const std::string& routing_keys = {}) {
   const std::string userlist = Cluster::get().dir() + "/userlist-routing.txt";
   std::ofstream(userlist) << "\"app\" \"app\"\n";
