@@ -74,53 +74,48 @@ Decision route(const cluster::Topology& topology, const IntentDecision& intent,
     return i < options.weights.size() ? options.weights[i] : 1;
   };
   bool behind_watermark = false;
-  int best = -1;
-  std::uint32_t ties = 0;
-  // First pass: the best score; (load+1)/weight compared by cross-multiplying.
-  for (std::size_t i = 0; i < topology.nodes.size(); ++i) {
+  const auto candidate = [&](std::size_t i) {
     const auto& node = topology.nodes[i];
-    if (!node.eligible || node.role != cluster::NodeRole::kStandby || weight(i) == 0) continue;
+    if (!node.eligible || node.role != cluster::NodeRole::kStandby || weight(i) == 0) return false;
     if (options.min_lsn != 0 && node.replay_lsn < options.min_lsn) {
       behind_watermark = true;
-      continue;
+      return false;
     }
-    if (best < 0) {
-      best = static_cast<int>(i);
+    return true;
+  };
+  // (load+1)/weight, compared by cross-multiplying: -1 better, 0 equal, 1 worse.
+  const auto compare = [&](std::size_t a, std::size_t b) {
+    const auto lhs = (load(a) + 1) * weight(b);
+    const auto rhs = (load(b) + 1) * weight(a);
+    return lhs < rhs ? -1 : (lhs == rhs ? 0 : 1);
+  };
+  // Two passes, no allocation: the best score and how many share it, then the turn's pick.
+  std::size_t best = topology.nodes.size();
+  std::uint32_t ties = 0;
+  for (std::size_t i = 0; i < topology.nodes.size(); ++i) {
+    if (!candidate(i)) continue;
+    const int order = ties == 0 ? -1 : compare(i, best);
+    if (order < 0) {
+      best = i;
       ties = 1;
-      continue;
-    }
-    const auto b = static_cast<std::size_t>(best);
-    const auto lhs = (load(i) + 1) * weight(b);
-    const auto rhs = (load(b) + 1) * weight(i);
-    if (lhs < rhs) {
-      best = static_cast<int>(i);
-      ties = 1;
-    } else if (lhs == rhs) {
+    } else if (order == 0) {
       ++ties;
     }
   }
-  if (best < 0) {
+  if (ties == 0) {
     decision.reason =
         behind_watermark ? Reason::kReadPrimaryRywWait : Reason::kReadPrimaryNoEligible;
     return decision;
   }
-  if (ties > 1) {
-    // Equally good standbys take turns.
-    const auto b = static_cast<std::size_t>(best);
-    std::uint32_t pick = options.tiebreak % ties;
-    for (std::size_t i = 0; i < topology.nodes.size(); ++i) {
-      const auto& node = topology.nodes[i];
-      if (!node.eligible || node.role != cluster::NodeRole::kStandby || weight(i) == 0) continue;
-      if (options.min_lsn != 0 && node.replay_lsn < options.min_lsn) continue;
-      if ((load(i) + 1) * weight(b) != (load(b) + 1) * weight(i)) continue;
-      if (pick == 0) {
-        best = static_cast<int>(i);
-        break;
-      }
-      --pick;
+  // Equally good standbys take turns.
+  std::uint32_t pick = options.tiebreak % ties;
+  for (std::size_t i = best; i < topology.nodes.size(); ++i) {
+    if (!candidate(i) || compare(i, best) != 0) continue;
+    if (pick-- == 0) {
+      decision.backend = static_cast<int>(i);
+      break;
     }
   }
-  decision.backend = best;
   decision.reason = Reason::kReadStandby;
   return decision;
 }

@@ -744,7 +744,17 @@ bool mentions_min_lsn(std::string_view text) {
 sql::Classifier& WorkerSessions::classifier(const cluster::Monitor& monitor,
                                             const std::shared_ptr<const config::Config>& config) {
   auto source = monitor.nonvolatile_functions();
-  if (!classifier_ || source != classifier_source_ || config != classifier_config_) {
+  // Compared by content, not by config object: after a reload, sessions holding the old and
+  // the new configuration take turns here, and a rebuild empties the verdict cache.
+  const auto same_weights = [&] {
+    if (weights.size() != config->backends.size()) return false;
+    for (std::size_t i = 0; i < weights.size(); ++i) {
+      if (weights[i] != config->backends[i].weight) return false;
+    }
+    return true;
+  };
+  if (!classifier_ || source != classifier_source_ ||
+      config->routing.read_only_functions != classifier_read_only_ || !same_weights()) {
     const auto& read_only = config->routing.read_only_functions;
     auto catalog = source != nullptr
                        ? std::make_shared<const sql::FunctionCatalog>(*source, read_only)
@@ -755,7 +765,7 @@ sql::Classifier& WorkerSessions::classifier(const cluster::Monitor& monitor,
       classifier_->set_catalog(std::move(catalog));
     }
     classifier_source_ = std::move(source);
-    classifier_config_ = config;
+    classifier_read_only_ = read_only;
     weights.clear();
     for (const auto& backend : config->backends) weights.push_back(backend.weight);
   }

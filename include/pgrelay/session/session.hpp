@@ -92,7 +92,7 @@ struct WorkerSessions {
                               const std::shared_ptr<const config::Config>& config);
   std::unique_ptr<sql::Classifier> classifier_;
   std::shared_ptr<const std::vector<std::string>> classifier_source_;
-  std::shared_ptr<const config::Config> classifier_config_;
+  std::vector<std::string> classifier_read_only_;
   /// [[backend]] weights, by backend index (from the config the classifier was built for).
   std::vector<std::uint32_t> weights;
   /// Transactions running now on each backend from this worker (least-outstanding choice).
