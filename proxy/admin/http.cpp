@@ -198,6 +198,7 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
   std::uint64_t pool_timeouts = 0;
   std::uint64_t pool_login_failures = 0;
   std::uint64_t pinned = 0;
+  std::uint64_t lost = 0;
   for (const auto& worker : stats.workers()) {
     pool_servers += worker.pool.server_connections.load();
     pool_idle += worker.pool.idle.load();
@@ -206,6 +207,7 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
     pool_timeouts += worker.pool.acquire_timeouts_total.load();
     pool_login_failures += worker.pool.login_failures_total.load();
     pinned += worker.pinned_total.load();
+    lost += worker.transactions_lost_total.load();
     connections += worker.connections_total.load();
     login_failures += worker.login_failures_total.load();
     protocol_errors += worker.protocol_errors_total.load();
@@ -249,6 +251,10 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
            "Transaction-mode clients pinned to their server connection (LISTEN, temp tables, "
            "session advisory locks, WITH HOLD cursors, SET SESSION AUTHORIZATION).");
   w.sample("pgrelay_pinned_clients_total", "", pinned);
+  w.family("pgrelay_server_losses_total", "counter",
+           "Server connections lost under a transaction-mode client (failover, crash, "
+           "termination) that the client's session survived.");
+  w.sample("pgrelay_server_losses_total", "", lost);
 
   w.family("pgrelay_request_duration_seconds", "histogram",
            "Client request to ReadyForQuery round trips, as seen by pgrelay.");

@@ -32,14 +32,17 @@ namespace {
 constexpr std::uint32_t kMaxLoginMessage = 1024 * 1024;
 
 /// Idle connections older than this are checked before they are lent.
-constexpr auto kLivenessCheckAfter = std::chrono::seconds(1);
 
-/// An idle server connection has nothing to say: readable means it closed or sent a FATAL.
+}  // namespace
+
 bool alive(ServerConn& conn) {
+  if (!conn.socket.is_open()) return false;
   std::uint8_t byte = 0;
   const auto n = ::recv(conn.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
+
+namespace {
 
 AcquireError login_error(const BackendAddress& address, std::string message) {
   return AcquireError{std::string(sqlstate::kConnectionFailure),
@@ -362,9 +365,10 @@ awaitable<AcquireResult> Pool::acquire(Clock::time_point deadline) {
       ServerPtr conn = std::move(idle_.back());
       idle_.pop_back();
       counters_.idle.fetch_sub(1, std::memory_order_relaxed);
-      // A connection idle for a while may have been closed by the server meanwhile (restart,
-      // pg_terminate_backend, idle_session_timeout): look before lending it.
-      const bool stale = Clock::now() - conn->returned >= kLivenessCheckAfter && !alive(*conn);
+      // The server may have closed it meanwhile (failover, restart, pg_terminate_backend,
+      // idle_session_timeout): look before lending it, so a client's next transaction does not
+      // start on a dead connection. One non-blocking recv.
+      const bool stale = !alive(*conn);
       if (stale || conn->generation != generation_ || !conn->socket.is_open()) {
         --total_;
         close(std::move(conn));

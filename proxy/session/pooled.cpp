@@ -119,6 +119,7 @@ std::shared_ptr<Statement> StatementRegistry::protocol_statement(std::string_vie
   if (statement->query.empty()) {
     statement->query.assign(query);
     statement->param_types.assign(types.begin(), types.end());
+    statement->may_end_tx = sql::may_end_transaction(query);
   }
   return statement;
 }
@@ -392,6 +393,12 @@ void Session::attached(pool::ServerPtr conn) {
 bool Session::attach_parked(int backend) {
   for (auto it = parked_.begin(); it != parked_.end(); ++it) {
     if (it->conn->backend != backend) continue;
+    if (!pool::alive(*it->conn)) {
+      // Closed while parked (failover, restart): the session takes a new one.
+      if (it->pool != nullptr) it->pool->release(std::move(it->conn), false);
+      parked_.erase(it);
+      return false;
+    }
     server_pool_ = it->pool;
     server_pool_backend_ = backend;
     auto conn = std::move(it->conn);
@@ -478,8 +485,13 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         routed_read_ = false;
         continue;
       }
-      if (error.from_backend || error.sqlstate != sqlstate::kConnectionFailure) co_return error;
-      // The primary did not answer: maybe it is failing over. Ask the monitor and wait.
+      // A primary that does not answer, or answers that it is shutting down or starting up, may
+      // be failing over: ask the monitor and wait.
+      const bool transient =
+          (!error.from_backend && error.sqlstate == sqlstate::kConnectionFailure) ||
+          (error.from_backend && (error.sqlstate == sqlstate::kCannotConnectNow ||
+                                  error.sqlstate == sqlstate::kAdminShutdown));
+      if (!transient) co_return error;
       shared_.monitor->request_probe();
       if (std::chrono::steady_clock::now() >= primary_deadline) co_return error;
     } else if (std::chrono::steady_clock::now() >= primary_deadline) {
@@ -1019,6 +1031,17 @@ awaitable<void> Session::pooled_client_loop() {
       break;
     }
     const bool was_idle = slots_.empty();
+    if (!server_conn_ && (lost_tx_ != LostTx::kNone || lost_skipping_)) {
+      // The server of the client's transaction was lost: pgrelay answers until it is over.
+      co_await answer_lost_transaction();
+      if (closing_) break;
+      if (lost_tx_ != LostTx::kNone || lost_skipping_ || c2s_begin_ == c2s_end_) continue;
+      // What follows the transaction's end starts the next one.
+    }
+    if (server_conn_ && !routed_read_) {
+      // More work on the same connection was not classified: it may write.
+      tx_read_intent_ = false;
+    }
     if (!server_conn_) {
       // A lone Terminate needs no server.
       if (c2s_end_ - c2s_begin_ >= protocol::kHeaderLength &&
@@ -1038,6 +1061,7 @@ awaitable<void> Session::pooled_client_loop() {
         if (closing_) break;
         if (!deferred_begin_.empty()) batch.query = sql::combine(deferred_class_, batch.query);
         const auto decision = route_transaction(batch.query);
+        tx_read_intent_ = !may_write_;
         if (decision.reason == routing::Reason::kReadStandby) {
           target = decision.backend;
           routed_read_ = true;
@@ -1059,13 +1083,8 @@ awaitable<void> Session::pooled_client_loop() {
         error_code ignored;
         const auto sent = server_conn_->socket.send(asio::buffer(begin), 0, ignored);
         deferred_begin_.clear();
-        if (ignored || sent != begin.size()) {
-          set_final_error(sqlstate::kConnectionFailure,
-                          "lost the connection to backend \"" + backend_name_ + "\"");
-          stop_relay("backend connection lost");
-          break;
-        }
         push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
+        if (ignored || sent != begin.size()) abandon_server("could not send: " + ignored.message());
       }
     }
     c2s_segments_.clear();
@@ -1098,14 +1117,10 @@ awaitable<void> Session::pooled_client_loop() {
       const auto attachment = attachment_;
       std::tie(ec, n) = co_await net::write_all(server_conn_->socket, c2s_iov_);
       c2s_writing_ = false;
-      if (ec || attachment != attachment_) {
-        if (!closing_ && attachment == attachment_) {
-          set_final_error(sqlstate::kConnectionFailure,
-                          "lost the connection to backend \"" + backend_name_ + "\"");
-          stop_relay("backend connection lost");
-        }
-        break;
-      }
+      if (closing_) break;
+      // A failed write: the server reader finds the connection gone and answers the messages
+      // (server_lost()); they count as sent.
+      if (ec && attachment == attachment_) abandon_server("could not send: " + ec.message());
     }
     // Keep an incomplete message for the next read.
     if (c2s_begin_ == c2s_end_) {
@@ -1194,11 +1209,7 @@ void Session::attach_started() {
   error_code ec;
   server.socket.non_blocking(true, ec);
   const auto sent = server.socket.send(asio::buffer(c2s_extra_), 0, ec);
-  if (ec || sent != c2s_extra_.size()) {
-    set_final_error(sqlstate::kConnectionFailure,
-                    "lost the connection to backend \"" + backend_name_ + "\"");
-    stop_relay("backend connection lost");
-  }
+  if (ec || sent != c2s_extra_.size()) abandon_server("could not send: " + ec.message());
   c2s_extra_.clear();
 }
 
@@ -1299,11 +1310,15 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
       if (transaction_mode_ && !pinned_) {
         const auto sql = protocol::parse_query(body);
         if (sql) {
+          if (sql::may_end_transaction(*sql)) unit_may_commit_ = true;
           handle_query(message, *sql);
+          end_unit();
           return true;
         }
       }
       push_slot(SlotKind::kQuery);
+      unit_may_commit_ = true;
+      end_unit();
       return false;
     case FrontendType::kParse:
       if (transaction_mode_ && !pinned_) {
@@ -1318,6 +1333,7 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
         if (bind && !bind->statement.empty()) {
           const auto it = statements_.find(std::string(bind->statement));
           if (it != statements_.end()) {
+            if (it->second->may_end_tx) unit_may_commit_ = true;
             ensure_prepared(*it->second, false);
             add_extra_start();
             protocol::append_bind(c2s_extra_, bind->portal, it->second->server_name, bind->rest);
@@ -1326,6 +1342,8 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
             return true;
           }
         }
+        if (bind && bind->statement.empty() && unnamed_may_commit_) unit_may_commit_ = true;
+        if (!bind || !bind->statement.empty()) unit_may_commit_ = true;  // not known: careful
       }
       push_slot(SlotKind::kBind);
       return false;
@@ -1369,9 +1387,12 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
     case FrontendType::kSync:
       server_skipping_ = false;
       push_slot(SlotKind::kSync);
+      end_unit();
       return false;
     case FrontendType::kFunctionCall:
       push_slot(SlotKind::kFunctionCall);
+      unit_may_commit_ = true;
+      end_unit();
       return false;
     case FrontendType::kTerminate:
       client_terminated_ = true;
@@ -1535,6 +1556,9 @@ void Session::handle_parse(protocol::Bytes message) {
     passthrough();  // the server reports the malformed message
     return;
   }
+  const bool may_commit = sql::may_end_transaction(parse->query);
+  if (may_commit) unit_may_commit_ = true;
+  if (parse->statement.empty()) unnamed_may_commit_ = may_commit;
   const auto effects = sql::analyze_session_effects(parse->query);
   if (effects.pin != sql::PinReason::kNone) {
     pinned_ = true;
@@ -1658,13 +1682,29 @@ awaitable<void> Session::server_reader(std::uint64_t attachment) {
         asio::buffer(s2c_buffer_.data() + s2c_end_, s2c_buffer_.size() - s2c_end_), kNoThrow);
     if (attachment != attachment_ || closing_) co_return;
     if (ec) {
-      if (last_server_type_ != BackendType::kErrorResponse || s2c_begin_ != s2c_end_) {
-        set_final_error(sqlstate::kConnectionFailure,
-                        "lost the connection to backend \"" + backend_name_ + "\"");
-      }
+      const std::string why = !lost_why_.empty()       ? lost_why_
+                              : !server_fatal_.empty() ? server_fatal_
+                              : ec == asio::error::eof ? std::string("the server closed it")
+                                                       : ec.message();
       spdlog::warn("c{}: connection to backend {} ({}:{}) lost: {}", id_, backend_name_,
-                   backend_host_, backend_port_, ec.message());
+                   backend_host_, backend_port_, why);
       shared_.monitor->request_probe();
+      if (server_lost(why)) {
+        if (!s2c_extra_.empty()) {
+          s2c_writing_ = true;
+          const asio::const_buffer answer(s2c_extra_.data(), s2c_extra_.size());
+          const std::span<const asio::const_buffer> buffers(&answer, 1);
+          if (tls_) {
+            std::tie(ec, n) = co_await net::write_all(*tls_, buffers);
+          } else {
+            std::tie(ec, n) = co_await net::write_all(client_, buffers);
+          }
+          s2c_writing_ = false;
+          s2c_extra_.clear();
+          if (ec) stop_relay(closing_ ? "" : "client disconnected");
+        }
+        co_return;
+      }
       stop_relay("backend connection lost");
       detach(false);
       co_return;
@@ -1812,6 +1852,15 @@ void Session::pop_slot() {
 
 bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
   // Returns true to relay the message to the client.
+  if (type == BackendType::kErrorResponse && transaction_mode_ && !pinned_) {
+    // A FATAL ends the server connection, not the client's session: server_lost() answers
+    // the client when the connection closes.
+    const auto fields = protocol::parse_error_fields(body);
+    if (fields && (fields->severity == "FATAL" || fields->severity == "PANIC")) {
+      server_fatal_ = std::string(fields->sqlstate) + " " + std::string(fields->message);
+      return false;
+    }
+  }
   if (slots_.empty()) {
     switch (type) {
       case BackendType::kNoticeResponse:
@@ -2038,6 +2087,7 @@ void Session::detach(bool reusable) {
   }
   routed_read_ = false;
   may_write_ = false;
+  tx_read_intent_ = false;
   if (dedicated_ && reusable && !closing_ && server_pool_ != nullptr) {
     parked_.push_back({std::move(server_conn_), server_pool_});
   } else if (server_pool_ != nullptr) {

@@ -175,6 +175,12 @@ void Session::topology_changed(const cluster::Topology& topology) {
       mine.role == cluster::NodeRole::kFenced || mine.role == cluster::NodeRole::kStandby;
   const auto* primary = topology.primary_node();
   if (!demoted && (primary == nullptr || topology.primary == backend_index_)) return;
+  if (pooled_ && transaction_mode_ && !pinned_ && logged_in_ && server_conn_) {
+    // The transaction on the old primary fails (the client is told, see lost.cpp); the session
+    // goes on and its next transaction runs on the new primary.
+    abandon_server("\"" + backend_name_ + "\" is no longer the primary");
+    return;
+  }
   std::string message = "terminating connection because the primary failed over: \"" +
                         backend_name_ + "\" is no longer the primary";
   if (primary != nullptr) message += "; reconnect to reach \"" + primary->name + "\"";

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -539,6 +540,69 @@ bool SessionEffects::empty() const {
 
 SessionEffects analyze_session_effects(std::string_view sql, LexerOptions options) {
   return Analyzer(sql, options).run();
+}
+
+}  // namespace pgrelay::sql
+
+namespace pgrelay::sql {
+
+namespace {
+
+bool word_char(unsigned char c) { return std::isalnum(c) != 0 || c == '_' || c >= 0x80; }
+
+}  // namespace
+
+bool may_end_transaction(std::string_view sql) {
+  constexpr std::array<std::string_view, 3> kWords{"commit", "end", "prepare"};
+  std::size_t i = 0;
+  while (i < sql.size()) {
+    if (!word_char(static_cast<unsigned char>(sql[i]))) {
+      ++i;
+      continue;
+    }
+    std::size_t j = i;
+    while (j < sql.size() && word_char(static_cast<unsigned char>(sql[j]))) ++j;
+    const std::string_view word = sql.substr(i, j - i);
+    for (const auto candidate : kWords) {
+      if (word.size() != candidate.size()) continue;
+      bool same = true;
+      for (std::size_t k = 0; k < word.size() && same; ++k) {
+        same = (static_cast<unsigned char>(word[k]) | 0x20) == candidate[k];
+      }
+      if (same) return true;
+    }
+    i = j;
+  }
+  return false;
+}
+
+}  // namespace pgrelay::sql
+
+namespace pgrelay::sql {
+
+TxControl transaction_control(std::string_view sql) {
+  Lexer lexer(sql);
+  auto token = lexer.next();
+  while (token.kind == TokenKind::kPunctuation && token.text(sql) == ";") token = lexer.next();
+  TxControl result = TxControl::kOther;
+  if (is_word(token, sql, "commit") || is_word(token, sql, "end")) {
+    result = TxControl::kCommit;
+  } else if (is_word(token, sql, "rollback") || is_word(token, sql, "abort")) {
+    result = TxControl::kRollback;
+  } else {
+    return TxControl::kOther;
+  }
+  token = lexer.next();
+  if (is_word(token, sql, "work") || is_word(token, sql, "transaction")) token = lexer.next();
+  if (is_word(token, sql, "and")) {
+    token = lexer.next();
+    if (!is_word(token, sql, "no")) return TxControl::kOther;
+    token = lexer.next();
+    if (!is_word(token, sql, "chain")) return TxControl::kOther;
+    token = lexer.next();
+  }
+  while (token.kind == TokenKind::kPunctuation && token.text(sql) == ";") token = lexer.next();
+  return token.kind == TokenKind::kEnd ? result : TxControl::kOther;
 }
 
 }  // namespace pgrelay::sql

@@ -77,6 +77,10 @@ struct ServerConn {
 
 using ServerPtr = std::unique_ptr<ServerConn>;
 
+/// An idle server connection has nothing to say: readable (it closed, or sent a FATAL before
+/// closing) means it is gone. One non-blocking recv with MSG_PEEK.
+[[nodiscard]] bool alive(ServerConn& conn);
+
 struct BackendAddress {
   int index = -1;
   std::string name;

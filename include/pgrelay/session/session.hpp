@@ -27,6 +27,7 @@
 #include "pgrelay/routing/policy.hpp"
 #include "pgrelay/session/cancel_registry.hpp"
 #include "pgrelay/sql/classify.hpp"
+#include "pgrelay/sql/session_effects.hpp"
 #include "pgrelay/stats/stats.hpp"
 
 namespace pgrelay::session {
@@ -58,6 +59,7 @@ struct Statement {
   std::string query;        ///< Parse: the query; SQL: "PREPARE pgrelay_<id> ..."
   protocol::ByteVector param_types;
   std::string key;
+  bool may_end_tx = false;  ///< sql::may_end_transaction(query)
   StatementRegistry* registry = nullptr;
   ~Statement();
 };
@@ -170,6 +172,7 @@ class Session : public std::enable_shared_from_this<Session> {
     SlotKind kind = SlotKind::kSync;
     SlotPurpose purpose = SlotPurpose::kClient;
     bool errored = false;
+    bool may_commit = false;         ///< the unit this slot ends (Query, Sync) may commit
     std::uint32_t completed = 0;     ///< kClientPrepares: PREPAREs confirmed so far
     std::uint64_t id = 0;            ///< statement id (parse bookkeeping)
     std::string name;                ///< client statement name (kClientParse)
@@ -225,6 +228,22 @@ class Session : public std::enable_shared_from_this<Session> {
   void maybe_release();
   void detach(bool reusable);
   void add_passthrough(std::size_t begin, std::size_t length);
+  /// The attached server connection failed (closed, reset, FATAL). When the session can go on
+  /// (transaction pooling, not pinned, not inside a message or COPY), answers the client's
+  /// pending messages in `s2c_extra_` as PostgreSQL would after an error, detaches, and returns
+  /// true; otherwise sets the final error and returns false (the session ends).
+  bool server_lost(std::string_view why);
+  /// Gives up the attached server connection (a send failed, its node failed over): shuts it
+  /// down so the server reader ends with server_lost(why).
+  void abandon_server(std::string why);
+  /// After server_lost(): answers the client's messages of the transaction that was lost
+  /// (ROLLBACK, COMMIT, anything else) without a server, until the transaction is over.
+  net::asio::awaitable<void> answer_lost_transaction();
+  /// Ends the pending unit of the client's messages (marks the slot that ends it).
+  void end_unit() {
+    if (!slots_.empty()) slots_.back().may_commit = unit_may_commit_;
+    unit_may_commit_ = false;
+  }
   void add_extra_start() { c2s_segments_.push_back({true, c2s_extra_.size(), 0}); }
   void add_extra_end() {
     c2s_segments_.back().length = c2s_extra_.size() - c2s_segments_.back().offset;
@@ -382,6 +401,22 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<Segment> s2c_segments_;
   std::vector<net::asio::const_buffer> s2c_iov_;
   bool client_terminated_ = false;
+
+  // Server loss (proxy/session/lost.cpp).
+  enum class LostTx : std::uint8_t {
+    kNone,
+    kOwed,    ///< the transaction's server is gone and the client has not been told yet
+    kFailed,  ///< the client was told (status E): pgrelay answers until ROLLBACK or COMMIT
+  };
+  LostTx lost_tx_ = LostTx::kNone;
+  bool lost_skipping_ = false;  ///< extended protocol: skip the client's messages to Sync
+  sql::TxControl lost_unnamed_ = sql::TxControl::kOther;  ///< unnamed statement, while lost
+  sql::TxControl lost_portal_ = sql::TxControl::kOther;   ///< unnamed portal, while lost
+  std::string lost_why_;             ///< why the server was lost (for the client's error)
+  std::string server_fatal_;         ///< a FATAL the server sent before closing
+  bool unit_may_commit_ = false;     ///< the client's unit being read may commit
+  bool unnamed_may_commit_ = false;  ///< the unnamed statement's text may commit
+  bool tx_read_intent_ = false;      ///< this attachment was routed for read-only work
 };
 
 }  // namespace pgrelay::session

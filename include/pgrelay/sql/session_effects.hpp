@@ -70,3 +70,24 @@ struct SessionEffects {
                                                      LexerOptions options = {});
 
 }  // namespace pgrelay::sql
+
+namespace pgrelay::sql {
+
+/// Whether running `sql` inside a transaction block might commit it: true when the text has the
+/// word COMMIT, END or PREPARE anywhere (any case, also in strings or comments: a false positive
+/// only makes pgrelay more careful). Inside a block nothing else can commit (procedures and DO
+/// blocks refuse to), so false means the block was certainly not committed by this text.
+[[nodiscard]] bool may_end_transaction(std::string_view sql);
+
+}  // namespace pgrelay::sql
+
+namespace pgrelay::sql {
+
+enum class TxControl : std::uint8_t { kOther, kCommit, kRollback };
+
+/// A lone COMMIT / END (kCommit) or ROLLBACK / ABORT (kRollback), with optional WORK or
+/// TRANSACTION, AND NO CHAIN and a final ';'. Anything else (ROLLBACK TO SAVEPOINT, COMMIT
+/// PREPARED, AND CHAIN, a second statement) is kOther.
+[[nodiscard]] TxControl transaction_control(std::string_view sql);
+
+}  // namespace pgrelay::sql

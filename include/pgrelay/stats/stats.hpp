@@ -41,6 +41,8 @@ struct alignas(64) WorkerCounters {
   PoolCounters pool;
   /// Clients pinned to their server connection (LISTEN, temp tables, advisory locks, ...).
   std::atomic<std::uint64_t> pinned_total{0};
+  /// Server connections lost under a client (failover, crash) that the client survived.
+  std::atomic<std::uint64_t> transactions_lost_total{0};
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::uint64_t> login_failures_total{0};
   std::atomic<std::uint64_t> protocol_errors_total{0};

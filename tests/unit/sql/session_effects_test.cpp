@@ -647,3 +647,49 @@ TEST(SessionEffects, RandomInputNeverBreaksIt) {
 
 }  // namespace
 }  // namespace pgrelay::sql
+
+namespace pgrelay::sql {
+namespace {
+
+TEST(MayEndTransaction, FindsTheWordsThatCanCommitABlock) {
+  EXPECT_TRUE(may_end_transaction("COMMIT"));
+  EXPECT_TRUE(may_end_transaction("end;"));
+  EXPECT_TRUE(may_end_transaction("  Commit AND CHAIN"));
+  EXPECT_TRUE(may_end_transaction("PREPARE TRANSACTION 'x'"));
+  EXPECT_TRUE(may_end_transaction("UPDATE t SET a = 1; COMMIT"));
+  // Conservative: the words count anywhere, even quoted.
+  EXPECT_TRUE(may_end_transaction("SELECT 'commit'"));
+  EXPECT_TRUE(may_end_transaction("SELECT CASE WHEN a THEN 1 END FROM t"));
+}
+
+TEST(MayEndTransaction, IgnoresOtherWordsThatContainThem) {
+  EXPECT_FALSE(may_end_transaction(""));
+  EXPECT_FALSE(may_end_transaction("UPDATE pgbench_accounts SET abalance = abalance + 1"));
+  EXPECT_FALSE(may_end_transaction("SELECT committed, endpoint, spend, prepared_x FROM t"));
+  EXPECT_FALSE(may_end_transaction("INSERT INTO append_end_ VALUES (1)"));
+  EXPECT_FALSE(may_end_transaction("ROLLBACK"));
+  EXPECT_FALSE(may_end_transaction("SAVEPOINT s1"));
+}
+
+}  // namespace
+}  // namespace pgrelay::sql
+
+namespace pgrelay::sql {
+namespace {
+
+TEST(TransactionControl, TellsLoneCommitAndRollbackFromEverythingElse) {
+  EXPECT_EQ(transaction_control("COMMIT"), TxControl::kCommit);
+  EXPECT_EQ(transaction_control("end work;"), TxControl::kCommit);
+  EXPECT_EQ(transaction_control("commit transaction and no chain"), TxControl::kCommit);
+  EXPECT_EQ(transaction_control(" /* c */ ROLLBACK;"), TxControl::kRollback);
+  EXPECT_EQ(transaction_control("abort"), TxControl::kRollback);
+  EXPECT_EQ(transaction_control("ROLLBACK TO SAVEPOINT s"), TxControl::kOther);
+  EXPECT_EQ(transaction_control("ROLLBACK AND CHAIN"), TxControl::kOther);
+  EXPECT_EQ(transaction_control("COMMIT PREPARED 'x'"), TxControl::kOther);
+  EXPECT_EQ(transaction_control("ROLLBACK; SELECT 1"), TxControl::kOther);
+  EXPECT_EQ(transaction_control("SELECT 1"), TxControl::kOther);
+  EXPECT_EQ(transaction_control(""), TxControl::kOther);
+}
+
+}  // namespace
+}  // namespace pgrelay::sql
