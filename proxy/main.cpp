@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/signal_set.hpp>
+#include <boost/json.hpp>
 #include <cstring>
 #include <iostream>
 
@@ -47,6 +48,62 @@ bool same_backends(const config::Config& a, const config::Config& b) {
   return true;
 }
 
+/// One `name=value` of a URL query string ("" when absent; no percent-decoding needed for
+/// node names and numbers).
+std::string query_value(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const auto pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return std::string(eq == pair.npos ? "" : pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return "";
+}
+
+/// The HTTP operator actions: POST /pause, /resume, /switchover?to=NODE[&timeout_ms=N].
+pgrelay::admin::ControlReply control(pgrelay::session::Server& server, std::string_view action,
+                                     std::string_view query) {
+  boost::json::object body;
+  pgrelay::admin::ControlReply reply;
+  if (action == "pause") {
+    server.pause();
+    body["paused"] = true;
+    body["running_transactions"] = server.active_transactions();
+  } else if (action == "resume") {
+    server.resume();
+    body["paused"] = false;
+  } else {
+    const std::string to = query_value(query, "to");
+    const std::string timeout = query_value(query, "timeout_ms");
+    long long timeout_ms = 10000;
+    if (!timeout.empty()) {
+      try {
+        timeout_ms = std::stoll(timeout);
+      } catch (const std::exception&) {
+        timeout_ms = -1;
+      }
+    }
+    if (to.empty() || timeout_ms < 0) {
+      reply.status = 400;
+      body["error"] = "usage: POST /switchover?to=NODE[&timeout_ms=N]";
+    } else {
+      const auto result = server.switchover(to, std::chrono::milliseconds(timeout_ms));
+      reply.status = result.status;
+      if (result.status != 200) body["error"] = result.error;
+      body["old_primary"] = result.old_primary;
+      body["new_primary"] = result.new_primary;
+      body["lsn"] = result.lsn;
+      body["paused_ms"] = result.paused_ms;
+      body["promote_ms"] = result.promote_ms;
+      body["aborted_transactions"] = result.aborted;
+    }
+  }
+  reply.json = boost::json::serialize(body);
+  return reply;
+}
+
 int run(const std::string& path) {
   auto loaded = config::load_config(path);
   if (!loaded.config) {
@@ -86,6 +143,9 @@ int run(const std::string& path) {
       sources.topology = [m = monitor.get()] { return m->topology(); };
       sources.stats = &server->stats();
       sources.monitor_cpu = [m = monitor.get()] { return m->cpu_time(); };
+      sources.control = [s = server.get()](std::string_view action, std::string_view query) {
+        return control(*s, action, query);
+      };
       http = std::make_unique<admin::HttpServer>(config->http, std::move(sources));
     }
   } catch (const std::exception& e) {

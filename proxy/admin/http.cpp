@@ -297,6 +297,8 @@ void HttpServer::start() {
 void HttpServer::stop() {
   context_.stop();
   if (thread_.joinable()) thread_.join();
+  control_pool_.stop();
+  control_pool_.join();
 }
 
 asio::awaitable<void> HttpServer::accept_loop() {
@@ -309,6 +311,17 @@ asio::awaitable<void> HttpServer::accept_loop() {
     asio::co_spawn(context_, serve(std::move(socket)), asio::detached);
   }
 }
+
+namespace {
+
+/// Runs an operator action on the control thread (parameters by value: the coroutine owns them).
+asio::awaitable<ControlReply> run_control(
+    std::function<ControlReply(std::string_view, std::string_view)> control, std::string name,
+    std::string query) {
+  co_return control(name, query);
+}
+
+}  // namespace
 
 asio::awaitable<void> HttpServer::serve(net::tcp::socket socket) {
   beast::tcp_stream stream(std::move(socket));
@@ -324,7 +337,20 @@ asio::awaitable<void> HttpServer::serve(net::tcp::socket socket) {
     const std::string_view target(request.target().data(), request.target().size());
     const std::string_view path = target.substr(0, target.find('?'));
     const auto topology = sources_.topology();
-    if (request.method() != http::verb::get) {
+    const bool action = path == "/pause" || path == "/resume" || path == "/switchover";
+    if (action && request.method() == http::verb::post && sources_.control) {
+      const std::string query(target.size() > path.size() ? target.substr(path.size() + 1) : "");
+      const std::string name(path.substr(1));
+      const auto reply = co_await asio::co_spawn(
+          control_pool_, run_control(sources_.control, name, query), asio::use_awaitable);
+      response.result(static_cast<http::status>(reply.status));
+      response.set(http::field::content_type, "application/json");
+      response.body() = reply.json + "\n";
+    } else if (action) {
+      response.result(http::status::method_not_allowed);
+      response.set(http::field::allow, "POST");
+      response.body() = "method not allowed: use POST\n";
+    } else if (request.method() != http::verb::get) {
       response.result(http::status::method_not_allowed);
       response.set(http::field::allow, "GET");
       response.body() = "method not allowed\n";
@@ -347,7 +373,9 @@ asio::awaitable<void> HttpServer::serve(net::tcp::socket socket) {
           metrics_text(*topology, *sources_.stats, sources_.monitor_cpu(), sources_.started);
     } else {
       response.result(http::status::not_found);
-      response.body() = "not found: try /health /ready /topology /metrics\n";
+      response.body() =
+          "not found: try GET /health /ready /topology /metrics, POST /pause /resume "
+          "/switchover?to=NODE\n";
     }
     if (response.find(http::field::content_type) == response.end()) {
       response.set(http::field::content_type, "text/plain; charset=utf-8");

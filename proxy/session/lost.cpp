@@ -307,3 +307,12 @@ awaitable<void> Session::answer_lost_transaction() {
 }
 
 }  // namespace pgrelay::session
+
+namespace pgrelay::session {
+
+void Session::abort_transaction(const std::string& why) {
+  if (!pooled_ || !server_conn_ || closing_ || !counted_active_) return;
+  abandon_server(why);
+}
+
+}  // namespace pgrelay::session

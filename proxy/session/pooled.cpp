@@ -369,6 +369,7 @@ void Session::attached(pool::ServerPtr conn) {
   server_conn_ = std::move(conn);
   ++attachment_;
   backend_index_ = server_conn_->backend;
+  if (transaction_mode_ && !pinned_) count_active(true);
   if (transaction_mode_ && backend_index_ >= 0) {
     const auto index = static_cast<std::size_t>(backend_index_);
     if (worker_.outstanding.size() <= index) worker_.outstanding.resize(index + 1);
@@ -432,7 +433,29 @@ int Session::parked_standby_for_read(const cluster::Topology& topology,
   return -1;
 }
 
+void Session::pin(sql::PinReason reason) {
+  pinned_ = true;
+  count_active(false);  // a switchover cannot wait for it: it never lets go of its server
+  worker_.counters->pinned_total.fetch_add(1, std::memory_order_relaxed);
+  spdlog::debug("c{}: pinned to its server connection ({})", id_, sql::to_string(reason));
+}
+
+awaitable<bool> Session::wait_while_paused() {
+  while (shared_.paused.load(std::memory_order_acquire) && !closing_ && !timed_out_) {
+    worker_.paused_waiters.insert(this);
+    timer_.expires_at(std::chrono::steady_clock::time_point::max());
+    co_await timer_.async_wait(kNoThrow);
+    worker_.paused_waiters.erase(this);
+  }
+  co_return !closing_ && !timed_out_;
+}
+
+void Session::resume_from_pause() { timer_.cancel(); }
+
 awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_login, int backend) {
+  if (shared_.paused.load(std::memory_order_acquire) && !co_await wait_while_paused()) {
+    co_return pool::AcquireError{std::string(sqlstate::kAdminShutdown), "closing", {}, false};
+  }
   const auto& cfg = *config_;
   const auto start = std::chrono::steady_clock::now();
   const auto primary_deadline = start + std::chrono::milliseconds(cfg.routing.primary_wait_ms);
@@ -1411,9 +1434,7 @@ void Session::handle_query(protocol::Bytes message, std::string_view sql) {
   }
   auto& server = *server_conn_;
   if (effects.pin != sql::PinReason::kNone) {
-    pinned_ = true;
-    worker_.counters->pinned_total.fetch_add(1, std::memory_order_relaxed);
-    spdlog::debug("c{}: pinned to its server connection ({})", id_, sql::to_string(effects.pin));
+    pin(effects.pin);
   }
   for (const auto& name : effects.params) {
     if (is_reported(name)) continue;
@@ -1561,9 +1582,7 @@ void Session::handle_parse(protocol::Bytes message) {
   if (parse->statement.empty()) unnamed_may_commit_ = may_commit;
   const auto effects = sql::analyze_session_effects(parse->query);
   if (effects.pin != sql::PinReason::kNone) {
-    pinned_ = true;
-    worker_.counters->pinned_total.fetch_add(1, std::memory_order_relaxed);
-    spdlog::debug("c{}: pinned to its server connection ({})", id_, sql::to_string(effects.pin));
+    pin(effects.pin);
   }
   for (const auto& name : effects.params) {
     if (!is_reported(name) &&
@@ -2088,6 +2107,7 @@ void Session::detach(bool reusable) {
   routed_read_ = false;
   may_write_ = false;
   tx_read_intent_ = false;
+  count_active(false);
   if (dedicated_ && reusable && !closing_ && server_pool_ != nullptr) {
     parked_.push_back({std::move(server_conn_), server_pool_});
   } else if (server_pool_ != nullptr) {

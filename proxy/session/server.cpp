@@ -5,7 +5,10 @@
 
 #include <boost/asio/post.hpp>
 #include <future>
+#include <optional>
+
 #include <thread>
+#include "pgrelay/cluster/admin_conn.hpp"
 
 namespace pgrelay::session {
 
@@ -181,6 +184,186 @@ void Server::shutdown(std::chrono::milliseconds timeout) {
   workers_.destroy();
   destroyed_ = true;
   spdlog::info("stopped");
+}
+
+void Server::pause() {
+  if (shared_.paused.exchange(true)) return;
+  spdlog::info("paused: new transactions and logins wait ({} running)", active_transactions());
+}
+
+void Server::resume() {
+  if (!shared_.paused.exchange(false)) return;
+  std::size_t waiting = 0;
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    waiting += sessions_[i]->paused_waiters.size();  // approximate, for the log line only
+    asio::post(workers_.context(i), [this, i] {
+      const std::vector<Session*> list(sessions_[i]->paused_waiters.begin(),
+                                       sessions_[i]->paused_waiters.end());
+      for (Session* s : list) s->resume_from_pause();
+    });
+  }
+  spdlog::info("resumed");
+}
+
+namespace {
+
+std::optional<std::uint64_t> parse_lsn_text(const std::string& text) {
+  const auto slash = text.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 >= text.size()) return std::nullopt;
+  try {
+    const auto high = std::stoull(text.substr(0, slash), nullptr, 16);
+    const auto low = std::stoull(text.substr(slash + 1), nullptr, 16);
+    return (high << 32) | low;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+Server::SwitchoverResult Server::switchover(const std::string& target,
+                                            std::chrono::milliseconds drain_timeout) {
+  using Clock = std::chrono::steady_clock;
+  SwitchoverResult result;
+  const auto fail = [&](int status, std::string error) {
+    result.status = status;
+    result.error = std::move(error);
+    spdlog::error("switchover to {}: {}", target, result.error);
+    return result;
+  };
+  std::unique_lock one(switchover_mutex_, std::try_to_lock);
+  if (!one.owns_lock()) return fail(409, "another switchover is running");
+  const auto config = shared_.config.load();
+  auto topology = shared_.monitor->topology();
+  if (topology->primary < 0) return fail(503, "no primary is known");
+  int to = -1;
+  for (std::size_t i = 0; i < topology->nodes.size(); ++i) {
+    if (topology->nodes[i].name == target) to = static_cast<int>(i);
+  }
+  if (to < 0) return fail(404, "no backend is named \"" + target + "\"");
+  const int from = topology->primary;
+  const auto& old_node = topology->nodes[static_cast<std::size_t>(from)];
+  const auto& new_node = topology->nodes[static_cast<std::size_t>(to)];
+  result.old_primary = old_node.name;
+  result.new_primary = new_node.name;
+  if (to == from) return fail(409, "\"" + target + "\" is the primary already");
+  if (new_node.role != cluster::NodeRole::kStandby || !new_node.streaming ||
+      new_node.timeline != old_node.timeline) {
+    return fail(409, "\"" + target + "\" is not a standby streaming from the primary (role " +
+                         std::string(cluster::to_string(new_node.role)) + ")");
+  }
+  cluster::AdminConnection primary_conn(config->monitor,
+                                        config->backends[static_cast<std::size_t>(from)]);
+  cluster::AdminConnection target_conn(config->monitor,
+                                       config->backends[static_cast<std::size_t>(to)]);
+  // Connect before pausing: a refused login should not cost the clients a pause.
+  if (!primary_conn.value("SELECT 1", 5s)) return fail(502, primary_conn.error());
+  if (!target_conn.value("SELECT 1", 5s)) return fail(502, target_conn.error());
+
+  spdlog::warn("switchover: {} -> {} starting (drain timeout {} ms)", old_node.name, new_node.name,
+               drain_timeout.count());
+  // 0. Before pausing anyone, let the target catch up with what is written now: the pause then
+  // only covers the last milliseconds of WAL.
+  const auto replayed_up_to = [&](std::uint64_t lsn, Clock::time_point deadline) {
+    while (true) {
+      const auto replayed = target_conn.value("SELECT pg_catalog.pg_last_wal_replay_lsn()", 5s);
+      const auto replay = replayed ? parse_lsn_text(*replayed) : std::nullopt;
+      if (replay && *replay >= lsn) return true;
+      if (Clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(2ms);
+    }
+  };
+  const auto flush_lsn = [&]() -> std::optional<std::string> {
+    // Asynchronous commits may still be in the WAL writer's buffers: a commit of pgrelay's own
+    // with synchronous_commit = local flushes them at once instead of after wal_writer_delay.
+    auto text = primary_conn.value("SELECT pg_catalog.pg_current_wal_insert_lsn()", 5s);
+    primary_conn.value(
+        "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_catalog.txid_current(); COMMIT",
+        5s);
+    return text;
+  };
+  if (const auto early = flush_lsn(); early && parse_lsn_text(*early)) {
+    replayed_up_to(*parse_lsn_text(*early), Clock::now() + drain_timeout);
+  }
+  const auto paused_at = Clock::now();
+  pause();
+  const auto finish = [&](int status, std::string error) {
+    resume();
+    result.paused_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - paused_at).count();
+    if (status != 200) return fail(status, std::move(error));
+    return result;
+  };
+  // 1. Transactions already running finish (or are aborted past the drain timeout).
+  const auto drain_deadline = paused_at + drain_timeout;
+  while (active_transactions() > 0 && Clock::now() < drain_deadline)
+    std::this_thread::sleep_for(1ms);
+  if (active_transactions() > 0) {
+    result.aborted = active_transactions();
+    spdlog::warn("switchover: aborting {} transaction(s) still running after {} ms", result.aborted,
+                 drain_timeout.count());
+    on_each_worker([this, name = old_node.name](std::size_t i) {
+      const std::vector<Session*> list(sessions_[i]->sessions.begin(),
+                                       sessions_[i]->sessions.end());
+      for (Session* s : list) s->abort_transaction("switchover away from \"" + name + "\"");
+    });
+    const auto abort_deadline = Clock::now() + 5s;
+    while (active_transactions() > 0 && Clock::now() < abort_deadline) {
+      std::this_thread::sleep_for(1ms);
+    }
+  }
+  const auto drained_at = Clock::now();
+  // 2. The target replays everything the primary has written.
+  const auto lsn_text = flush_lsn();
+  const auto lsn = lsn_text ? parse_lsn_text(*lsn_text) : std::nullopt;
+  if (!lsn) return finish(502, "cannot read the primary's WAL position: " + primary_conn.error());
+  result.lsn = *lsn_text;
+  if (!replayed_up_to(*lsn,
+                      Clock::now() + std::max(drain_timeout, std::chrono::milliseconds(5000)))) {
+    return finish(504, "\"" + target + "\" did not replay up to " + *lsn_text + " in time");
+  }
+  // 3. Promote; the old primary stays up on the older timeline, which fences it.
+  const auto promoting = Clock::now();
+  spdlog::info(
+      "switchover: drained in {} ms, {} replayed {} in {} ms",
+      std::chrono::duration_cast<std::chrono::milliseconds>(drained_at - paused_at).count(), target,
+      *lsn_text,
+      std::chrono::duration_cast<std::chrono::milliseconds>(promoting - drained_at).count());
+  // pg_promote(wait => true) looks every 100 ms; asking every 2 ms ends the pause sooner.
+  const auto promoted = target_conn.value("SELECT pg_catalog.pg_promote(false)", 5s);
+  if (!promoted || *promoted != "t") {
+    return finish(502, "pg_promote() on \"" + target + "\" failed: " +
+                           (promoted ? "it returned " + *promoted : target_conn.error()));
+  }
+  const auto promote_deadline = Clock::now() + 60s;
+  while (true) {
+    const auto recovering = target_conn.value("SELECT pg_catalog.pg_is_in_recovery()", 5s);
+    if (recovering && *recovering == "f") break;
+    if (Clock::now() >= promote_deadline) {
+      return finish(504, "\"" + target + "\" did not leave recovery within 60 s");
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  // 4. Clients resume once the monitor routes to the new primary.
+  const auto seen_deadline = Clock::now() + 10s;
+  while (shared_.monitor->topology()->primary != to && Clock::now() < seen_deadline) {
+    shared_.monitor->request_probe();
+    std::this_thread::sleep_for(2ms);
+  }
+  result.promote_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - promoting).count();
+  if (shared_.monitor->topology()->primary != to) {
+    return finish(504, "\"" + target +
+                           "\" was promoted but the monitor does not see it as "
+                           "the primary yet");
+  }
+  finish(200, "");
+  spdlog::warn(
+      "switchover: {} -> {} done at {}: clients paused {} ms, {} aborted; {} is fenced "
+      "(rewind it and start it as a standby of {})",
+      old_node.name, new_node.name, result.lsn, result.paused_ms, result.aborted, old_node.name,
+      new_node.name);
+  return result;
 }
 
 }  // namespace pgrelay::session

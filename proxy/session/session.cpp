@@ -81,6 +81,8 @@ Session::~Session() {
   worker_.give_back(std::move(c2s_buffer_), kServerBufferSize);
   worker_.give_back(std::move(s2c_buffer_), kServerBufferSize);
   worker_.sessions.erase(this);
+  worker_.paused_waiters.erase(this);
+  count_active(false);
   if (client_key_) shared_.cancels.remove(*client_key_);
   if (counted_) shared_.stats->client_connections.fetch_sub(1, std::memory_order_relaxed);
   if (backend_counted_) {

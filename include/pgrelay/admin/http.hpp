@@ -6,7 +6,10 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
+
+#include <boost/asio/thread_pool.hpp>
 
 #include "pgrelay/cluster/topology.hpp"
 #include "pgrelay/config/config.hpp"
@@ -15,8 +18,18 @@
 
 namespace pgrelay::admin {
 
+/// The answer to an operator action (POST): HTTP status and a JSON body.
+struct ControlReply {
+  int status = 200;
+  std::string json;
+};
+
 /// What the endpoints read. All callables are thread-safe.
 struct Sources {
+  /// Operator actions: `action` is the path without '/' ("pause", "resume", "switchover"),
+  /// `query` the URL's query string. May block (a switchover takes seconds): run on its own
+  /// thread. Null: POST is refused.
+  std::function<ControlReply(std::string_view action, std::string_view query)> control;
   std::function<std::shared_ptr<const cluster::Topology>()> topology;
   const stats::Stats* stats = nullptr;
   std::function<std::chrono::microseconds()> monitor_cpu;
@@ -50,6 +63,7 @@ class HttpServer {
 
   Sources sources_;
   net::asio::io_context context_{1};
+  net::asio::thread_pool control_pool_{1};  ///< runs operator actions, one at a time
   net::tcp::acceptor acceptor_;
   std::thread thread_;
 };

@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <string>
 #include <vector>
 
 #include "pgrelay/cluster/monitor.hpp"
@@ -40,6 +42,33 @@ class Server {
   /// are closed). Safe to call from any thread.
   void topology_changed();
 
+  /// PAUSE (as in PgBouncer): from now on pooled sessions start no transaction and no login;
+  /// transactions already running go on. Returns at once.
+  void pause();
+  /// RESUME: waiting sessions go on.
+  void resume();
+  [[nodiscard]] bool paused() const { return shared_.paused.load(); }
+  /// Transactions running now on pooled server connections.
+  [[nodiscard]] std::int64_t active_transactions() const {
+    return shared_.active_transactions.load();
+  }
+
+  struct SwitchoverResult {
+    int status = 200;  ///< HTTP status: 200, 400, 404, 409, 502, 503, 504
+    std::string error;
+    std::string old_primary;
+    std::string new_primary;
+    std::string lsn;  ///< the old primary's last WAL position, replayed by the new one
+    long long paused_ms = 0;
+    long long promote_ms = 0;  ///< pg_promote() until the monitor saw the new primary
+    std::int64_t aborted = 0;  ///< transactions aborted after the drain timeout
+  };
+  /// Planned switchover to the standby `target` (blocking; one at a time): PAUSE, wait up to
+  /// `drain_timeout` for running transactions (then abort them), wait until the target has
+  /// replayed the primary's last WAL, pg_promote() it, wait until the monitor sees it as the
+  /// primary (the old primary is then fenced: older timeline), RESUME.
+  SwitchoverResult switchover(const std::string& target, std::chrono::milliseconds drain_timeout);
+
  private:
   net::asio::awaitable<void> accept_loop(std::size_t worker);
   net::asio::awaitable<void> maintenance_loop(std::size_t worker);
@@ -54,6 +83,7 @@ class Server {
   std::vector<std::unique_ptr<net::tcp::acceptor>> acceptors_;
   std::vector<std::unique_ptr<net::asio::steady_timer>> maintenance_timers_;
   bool destroyed_ = false;
+  std::mutex switchover_mutex_;
 };
 
 }  // namespace pgrelay::session

@@ -46,6 +46,11 @@ struct Shared {
   std::optional<std::string> tls_end_point;
   CancelRegistry cancels;
   std::atomic<std::uint64_t> next_id{1};
+  /// PAUSE: pooled sessions start no transaction (and no login) until RESUME.
+  std::atomic<bool> paused{false};
+  /// Transaction-pooled sessions holding a server connection for a transaction now (pinned
+  /// sessions excepted): what PAUSE and a switchover wait for.
+  std::atomic<std::int64_t> active_transactions{0};
 };
 
 class Session;
@@ -87,6 +92,8 @@ struct WorkerSessions {
   /// Relay buffers of ended sessions, kept for the next ones: a connect-per-transaction client
   /// would otherwise allocate and zero tens of kilobytes per connection.
   std::vector<protocol::ByteVector> spare_buffers;
+  /// Sessions waiting for RESUME.
+  std::unordered_set<Session*> paused_waiters;
 
   /// The routing classifier of this worker; rebuilt when the monitor has read a new function
   /// catalog or the configured read-only functions changed.
@@ -125,6 +132,11 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Called after the topology changed: a session whose server is no longer the primary (another
   /// node was promoted, or its node was fenced or demoted) gets FATAL 57P01 and is closed.
   void topology_changed(const cluster::Topology& topology);
+  /// RESUME: a session waiting in PAUSE goes on.
+  void resume_from_pause();
+  /// Ends the transaction running on a server connection now (switchover past its drain
+  /// timeout): its client gets 40001 or 08006 and the session goes on; a pinned session ends.
+  void abort_transaction(const std::string& why);
 
  private:
   struct FinalError {
@@ -417,6 +429,16 @@ class Session : public std::enable_shared_from_this<Session> {
   bool unit_may_commit_ = false;     ///< the client's unit being read may commit
   bool unnamed_may_commit_ = false;  ///< the unnamed statement's text may commit
   bool tx_read_intent_ = false;      ///< this attachment was routed for read-only work
+  bool counted_active_ = false;      ///< counted in Shared::active_transactions
+  void count_active(bool active) {
+    if (active == counted_active_) return;
+    counted_active_ = active;
+    shared_.active_transactions.fetch_add(active ? 1 : -1, std::memory_order_acq_rel);
+  }
+  /// Marks the session pinned to its server connection.
+  void pin(sql::PinReason reason);
+  /// Waits while the server is paused; false when the session is closing meanwhile.
+  net::asio::awaitable<bool> wait_while_paused();
 };
 
 }  // namespace pgrelay::session
