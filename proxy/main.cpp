@@ -63,10 +63,10 @@ std::string query_value(std::string_view query, std::string_view name) {
 }
 
 /// The HTTP operator actions: POST /pause, /resume, /switchover?to=NODE[&timeout_ms=N].
-pgrelay::admin::ControlReply control(pgrelay::session::Server& server, std::string_view action,
-                                     std::string_view query) {
+pgrelay::session::ControlResult control(pgrelay::session::Server& server, std::string_view action,
+                                        std::string_view query) {
   boost::json::object body;
-  pgrelay::admin::ControlReply reply;
+  pgrelay::session::ControlResult reply;
   if (action == "pause") {
     server.pause();
     body["paused"] = true;
@@ -87,11 +87,11 @@ pgrelay::admin::ControlReply control(pgrelay::session::Server& server, std::stri
     }
     if (to.empty() || timeout_ms < 0) {
       reply.status = 400;
-      body["error"] = "usage: POST /switchover?to=NODE[&timeout_ms=N]";
+      body["error"] = reply.error = "usage: POST /switchover?to=NODE[&timeout_ms=N]";
     } else {
       const auto result = server.switchover(to, std::chrono::milliseconds(timeout_ms));
       reply.status = result.status;
-      if (result.status != 200) body["error"] = result.error;
+      if (result.status != 200) body["error"] = reply.error = result.error;
       body["old_primary"] = result.old_primary;
       body["new_primary"] = result.new_primary;
       body["lsn"] = result.lsn;
@@ -138,13 +138,17 @@ int run(const std::string& path) {
   try {
     server = std::make_unique<session::Server>(config, *monitor);
     server->set_secrets(secrets);
+    server->set_control([s = server.get()](std::string_view action, std::string_view query) {
+      return control(*s, action, query);
+    });
     if (config->http.enabled) {
       admin::Sources sources;
       sources.topology = [m = monitor.get()] { return m->topology(); };
       sources.stats = &server->stats();
       sources.monitor_cpu = [m = monitor.get()] { return m->cpu_time(); };
       sources.control = [s = server.get()](std::string_view action, std::string_view query) {
-        return control(*s, action, query);
+        const auto result = control(*s, action, query);
+        return admin::ControlReply{result.status, result.json};
       };
       http = std::make_unique<admin::HttpServer>(config->http, std::move(sources));
     }

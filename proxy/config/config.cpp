@@ -262,7 +262,22 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
   }
   if (const auto* t = r.section(root, "auth")) {
     config.auth.enabled = true;
-    r.check_keys(*t, "[auth]", {"method", "file", "query", "cache_ttl_ms"});
+    r.check_keys(*t, "[auth]", {"method", "file", "query", "cache_ttl_ms", "admin_users"});
+    if (const toml::node* node = t->get("admin_users")) {
+      const toml::array* names = node->as_array();
+      if (names == nullptr) {
+        r.error(node->source(), "auth.admin_users must be an array of user names");
+      } else {
+        for (const toml::node& name : *names) {
+          const auto value = name.value_exact<std::string>();
+          if (!value || value->empty()) {
+            r.error(name.source(), "auth.admin_users must hold user names");
+          } else {
+            config.auth.admin_users.push_back(*value);
+          }
+        }
+      }
+    }
     const int method = r.choice(*t, "auth", "method", {"scram-sha-256", "md5", "trust"});
     if (method >= 0) config.auth.method = static_cast<AuthMethod>(method);
     r.file_path(*t, "auth", "file", config.auth.file);

@@ -687,6 +687,13 @@ awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
                  peer_);
     co_return;
   }
+  if (database_ == "pgrelay") {
+    watchdog_.cancel();
+    co_await run_console();
+    error_code ignored;
+    client_.close(ignored);
+    co_return;
+  }
   const bool logged_in = co_await pooled_login(startup);
   watchdog_.cancel();
   if (!logged_in) co_return;

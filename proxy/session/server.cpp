@@ -22,6 +22,7 @@ Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& m
     shared_.tls_end_point = net::tls_server_end_point(config->tls->cert);
   }
   shared_.monitor = &monitor;
+  shared_.control_pool = &control_pool_;
   if (!config->auth.query.empty()) {
     auth::AuthQueryOptions options;
     options.query = config->auth.query;

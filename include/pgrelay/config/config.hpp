@@ -48,6 +48,8 @@ struct AuthSettings {
   std::string file;  ///< resolved against the config file's directory
   std::string query;
   std::uint32_t cache_ttl_ms = 60000;  ///< how long a secret fetched by `query` is reused
+  /// Users who may open the admin console (database "pgrelay"): PAUSE, RESUME, SWITCHOVER, SHOW.
+  std::vector<std::string> admin_users;
 };
 
 struct MonitorSettings {

@@ -41,6 +41,8 @@ class Server {
   /// Hands a topology change to every worker (sessions on a node that is no longer the primary
   /// are closed). Safe to call from any thread.
   void topology_changed();
+  /// The operator actions the admin console runs (set before start()).
+  void set_control(ControlFn control) { shared_.control = std::move(control); }
 
   /// PAUSE (as in PgBouncer): from now on pooled sessions start no transaction and no login;
   /// transactions already running go on. Returns at once.
@@ -84,6 +86,7 @@ class Server {
   std::vector<std::unique_ptr<net::asio::steady_timer>> maintenance_timers_;
   bool destroyed_ = false;
   std::mutex switchover_mutex_;
+  net::asio::thread_pool control_pool_{1};
 };
 
 }  // namespace pgrelay::session

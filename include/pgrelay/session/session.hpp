@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -13,6 +14,8 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#include <boost/asio/thread_pool.hpp>
 
 #include "pgrelay/auth/auth_query.hpp"
 #include "pgrelay/auth/secrets.hpp"
@@ -32,8 +35,22 @@
 
 namespace pgrelay::session {
 
+/// The answer to an operator action (PAUSE, RESUME, SWITCHOVER): HTTP-style status, a JSON
+/// body, and the error message when the status is not 200.
+struct ControlResult {
+  int status = 200;
+  std::string json;
+  std::string error;
+};
+/// Runs an operator action (`action` "pause", "resume" or "switchover"; `query` as in a URL,
+/// e.g. "to=node2&timeout_ms=5000"). May block for seconds.
+using ControlFn = std::function<ControlResult(std::string_view action, std::string_view query)>;
+
 /// What every session of the process shares. Set up before the workers start.
 struct Shared {
+  /// Operator actions for the admin console, and the thread they run on.
+  ControlFn control;
+  net::asio::thread_pool* control_pool = nullptr;
   std::atomic<std::shared_ptr<const config::Config>> config;
   std::shared_ptr<net::asio::ssl::context> tls;  ///< null without [tls]
   cluster::Monitor* monitor = nullptr;
@@ -196,6 +213,9 @@ class Session : public std::enable_shared_from_this<Session> {
   using StatementMap = std::unordered_map<std::string, std::shared_ptr<Statement>>;
 
   net::asio::awaitable<void> run_pooled(const protocol::StartupMessage& startup);
+  /// The admin console (database "pgrelay"; proxy/session/console.cpp).
+  net::asio::awaitable<void> run_console();
+  net::asio::awaitable<void> console_command(std::string_view sql);
   net::asio::awaitable<std::optional<protocol::ByteVector>> read_auth_response(
       std::string_view what);
   net::asio::awaitable<bool> authenticate_client();

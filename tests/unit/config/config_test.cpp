@@ -898,3 +898,23 @@ TEST(ConfigErrors, FormatIsFileColonLineColonMessage) {
 
 }  // namespace
 }  // namespace pgrelay::config
+
+namespace pgrelay::config {
+namespace {
+
+TEST(ConfigAuth, AdminUsersAreRead) {
+  const LoadResult result = parse_config(
+      "[auth]\nmethod = \"trust\"\nadmin_users = [\"ops\", \"app\"]\n" + std::string(kBackend),
+      "pgrelay.toml");
+  ASSERT_TRUE(result.errors.empty()) << Formatted(result);
+  EXPECT_EQ(result.config->auth.admin_users, (std::vector<std::string>{"ops", "app"}));
+  const LoadResult bad =
+      parse_config("[auth]\nmethod = \"trust\"\nadmin_users = \"ops\"\n" + std::string(kBackend),
+                   "pgrelay.toml");
+  ASSERT_EQ(bad.errors.size(), 1u);
+  EXPECT_EQ(bad.errors[0].format(),
+            "pgrelay.toml:3: auth.admin_users must be an array of user names");
+}
+
+}  // namespace
+}  // namespace pgrelay::config
