@@ -50,11 +50,12 @@ Outcome exec_prepared(PGconn* conn, const char* name, const std::string& arg) {
   return outcome_of(PQexecPrepared(conn, name, 1, values, nullptr, nullptr, 0));
 }
 
-std::string pooled_toml() {
+std::string pooled_toml(const std::string& mode = "transaction") {
   const std::string userlist = Cluster::get().dir() + "/userlist-failover.txt";
   std::ofstream(userlist) << "\"app\" \"app\"\n";
-  return "[auth]\nmethod = \"scram-sha-256\"\nfile = \"" + userlist +
-         "\"\n[pool]\nmode = \"transaction\"\nmax_size = 80\n[monitor]\nuser = \"pgrelay\"\n"
+  return "[auth]\nmethod = \"scram-sha-256\"\nfile = \"" + userlist + "\"\n[pool]\nmode = \"" +
+         mode +
+         "\"\nmax_size = 80\n[monitor]\nuser = \"pgrelay\"\n"
          "password = \"pgrelay\"\ninterval_ms = 100\n[routing]\nprimary_wait_ms = 30000\n";
 }
 
@@ -63,12 +64,31 @@ TEST(FailoverPool, IdleClientsMoveAndTransactionsInFlightFailWith40001) {
   const std::string node1_port = std::to_string(cluster.node("node1").port);
   const std::string node2_port = std::to_string(cluster.node("node2").port);
   Proxy proxy(pooled_toml());
+  // Session pooling (with read splitting, the default) tracks parameters and prepared
+  // statements too: its idle sessions move as well; a session pinned by a temporary table ends.
+  Proxy session_proxy(pooled_toml("session"));
 
   {
     PgConn setup(proxy.conninfo());
     ASSERT_TRUE(setup.ok()) << setup.error();
     ASSERT_TRUE(exec(setup.conn, "CREATE TABLE fo_ledger (id int PRIMARY KEY, port int)").ok);
   }
+  constexpr int kSessions = 5;
+  std::vector<std::unique_ptr<PgConn>> sessions;
+  for (int i = 0; i < kSessions; ++i) {
+    auto conn = std::make_unique<PgConn>(session_proxy.conninfo());
+    ASSERT_TRUE(conn->ok()) << conn->error();
+    ASSERT_TRUE(exec(conn->conn, "SET application_name = 'session-" + std::to_string(i) + "'").ok);
+    auto prepared = outcome_of(PQprepare(
+        conn->conn, "bump", "INSERT INTO fo_ledger VALUES ($1, inet_server_port()) RETURNING port",
+        1, nullptr));
+    ASSERT_TRUE(prepared.ok) << prepared.message;
+    ASSERT_TRUE(exec_prepared(conn->conn, "bump", std::to_string(3000 + i)).ok);
+    sessions.push_back(std::move(conn));
+  }
+  PgConn pinned(session_proxy.conninfo());
+  ASSERT_TRUE(pinned.ok()) << pinned.error();
+  ASSERT_TRUE(exec(pinned.conn, "CREATE TEMP TABLE fo_temp (x int)").ok);
 
   // 50 idle clients, each with its own parameter and a prepared statement, used once.
   constexpr int kIdle = 50;
@@ -101,10 +121,14 @@ TEST(FailoverPool, IdleClientsMoveAndTransactionsInFlightFailWith40001) {
 
   // The standby has everything the primary committed before it goes away.
   for (int i = 0; i < 200; ++i) {
-    if (cluster.sql("node2", "SELECT count(*) FROM fo_ledger") == std::to_string(kIdle)) break;
+    if (cluster.sql("node2", "SELECT count(*) FROM fo_ledger") ==
+        std::to_string(kIdle + kSessions)) {
+      break;
+    }
     std::this_thread::sleep_for(50ms);
   }
-  ASSERT_EQ(cluster.sql("node2", "SELECT count(*) FROM fo_ledger"), std::to_string(kIdle));
+  ASSERT_EQ(cluster.sql("node2", "SELECT count(*) FROM fo_ledger"),
+            std::to_string(kIdle + kSessions));
   std::this_thread::sleep_for(300ms);  // pg_sleep is running
 
   ASSERT_EQ(cluster.script("stop fast node1").status, 0);
@@ -150,6 +174,18 @@ TEST(FailoverPool, IdleClientsMoveAndTransactionsInFlightFailWith40001) {
               "idle-" + std::to_string(i));
   }
   EXPECT_EQ(errors, 0);
+  for (int i = 0; i < kSessions; ++i) {
+    auto* conn = sessions[static_cast<std::size_t>(i)]->conn;
+    const auto result = exec_prepared(conn, "bump", std::to_string(4000 + i));
+    EXPECT_TRUE(result.ok) << "session " << i << ": " << result.sqlstate << " " << result.message;
+    EXPECT_EQ(result.value, node2_port);
+    EXPECT_EQ(exec(conn, "SHOW application_name").value, "session-" + std::to_string(i));
+  }
+  // The pinned session's temporary table cannot move: the session ends (pgrelay relays the
+  // server's FATAL 57P01 and closes, as a direct connection would have seen it).
+  const auto temp = exec(pinned.conn, "SELECT count(*) FROM fo_temp");
+  EXPECT_FALSE(temp.ok);
+  EXPECT_EQ(PQstatus(pinned.conn), CONNECTION_BAD);
   std::cout
       << "promote to all " << kIdle << " idle clients served: "
       << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - promoted).count()
@@ -166,7 +202,8 @@ TEST(FailoverPool, IdleClientsMoveAndTransactionsInFlightFailWith40001) {
   // Nothing of the lost transactions was committed.
   EXPECT_EQ(cluster.sql("node2", "SELECT count(*) FROM fo_ledger WHERE id IN (1000, 1001, 2000)"),
             "0");
-  EXPECT_EQ(cluster.sql("node2", "SELECT count(*) FROM fo_ledger"), std::to_string(2 * kIdle + 2));
+  EXPECT_EQ(cluster.sql("node2", "SELECT count(*) FROM fo_ledger"),
+            std::to_string(2 * kIdle + 2 + 2 * kSessions));
   const auto metrics = http_get(proxy.http_port(), "/metrics");
   EXPECT_NE(metrics.body.find("pgrelay_server_losses_total"), std::string::npos);
   EXPECT_EQ(metrics.body.find("pgrelay_server_losses_total 0\n"), std::string::npos);
