@@ -8,6 +8,7 @@
 #include <future>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,6 +58,37 @@ std::string pooled_toml(const std::string& mode = "transaction") {
          mode +
          "\"\nmax_size = 80\n[monitor]\nuser = \"pgrelay\"\n"
          "password = \"pgrelay\"\ninterval_ms = 100\n[routing]\nprimary_wait_ms = 30000\n";
+}
+
+TEST(FailoverPool, AStandbyStoppingIsInvisibleToReadersBetweenTransactions) {
+  auto& cluster = Cluster::get();
+  Proxy proxy(pooled_toml());
+  constexpr int kReaders = 20;
+  std::vector<std::unique_ptr<PgConn>> readers;
+  std::set<std::string> ports;
+  for (int i = 0; i < kReaders; ++i) {
+    auto conn = std::make_unique<PgConn>(proxy.conninfo());
+    ASSERT_TRUE(conn->ok()) << conn->error();
+    for (int r = 0; r < 3; ++r) ports.insert(exec(conn->conn, "SELECT inet_server_port()").value);
+    readers.push_back(std::move(conn));
+  }
+  // Reads were spread over the standbys (the test would prove nothing otherwise).
+  ASSERT_TRUE(ports.contains(std::to_string(cluster.node("node3").port))) << proxy.log();
+  ASSERT_EQ(cluster.script("stop fast node3").status, 0);
+  Cleanup restart{[&] { cluster.script("start node3"); }};
+  int errors = 0;
+  for (int r = 0; r < 5; ++r) {
+    for (auto& conn : readers) {
+      const auto result = exec(conn->conn, "SELECT inet_server_port()");
+      if (!result.ok) {
+        ++errors;
+        ADD_FAILURE() << result.sqlstate << " " << result.message;
+      } else {
+        EXPECT_NE(result.value, std::to_string(cluster.node("node3").port));
+      }
+    }
+  }
+  EXPECT_EQ(errors, 0);
 }
 
 TEST(FailoverPool, IdleClientsMoveAndTransactionsInFlightFailWith40001) {

@@ -161,6 +161,12 @@ TEST_F(RoutingTest, ReadsGoToBothStandbysAndWritesToThePrimary) {
   EXPECT_EQ(conn.value("SELECT current_setting('port') FROM (SELECT nextval('routing_seq')) s"),
             primary);
   EXPECT_EQ(conn.value("/* pgrelay:primary */ SHOW port"), primary);
+  {
+    // On a connection with nothing outstanding (the one above may still be attached to the
+    // primary for the commit-LSN query behind the nextval, and then nothing is routed).
+    PgConn fresh(proxy.conninfo());
+    EXPECT_EQ(fresh.value("/* pgrelay:primary */ SHOW port"), primary);
+  }
   EXPECT_EQ(conn.value("WITH x AS (INSERT INTO ryw VALUES (0) RETURNING v) "
                        "SELECT current_setting('port') FROM x"),
             primary);
