@@ -65,6 +65,7 @@ bool Session::server_lost(std::string_view why) {
   bool pending = false;
   bool may_commit = false;
   for (const auto& slot : slots_) {
+    if (slot.purpose == SlotPurpose::kCommitLsn) ryw_unknown_ = true;
     if (slot.internal()) continue;
     pending = true;
     may_commit = may_commit || slot.may_commit;
@@ -72,6 +73,8 @@ bool Session::server_lost(std::string_view why) {
   const bool in_block = server_status_ != TransactionStatus::kIdle;
   // Nothing could have committed: see the top of this file.
   const bool certain = in_block ? !may_commit : (routed_read_ || tx_read_intent_);
+  // A commit whose LSN pgrelay will not learn: read-your-writes must not trust the standbys.
+  if (!certain || may_write_) ryw_unknown_ = true;
   const std::string_view code = certain ? kTransactionRollback : sqlstate::kConnectionFailure;
   const std::string message =
       certain ? "the transaction was aborted: pgrelay lost its connection to backend \"" + backend +

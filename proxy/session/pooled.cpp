@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <charconv>
+#include <limits>
 #include <span>
 
 #include "pgrelay/auth/md5.hpp"
@@ -921,6 +922,9 @@ routing::Decision Session::route_transaction(const sql::QueryClass& query) {
     if (const auto* carried = client_set_.find("pgrelay.min_lsn")) {
       if (const auto lsn = parse_lsn(*carried)) options.min_lsn = std::max(options.min_lsn, *lsn);
     }
+    // A server was lost before the LSN of the client's last commit was read: no standby is
+    // known to have it until a new watermark is read on the primary (behind this transaction).
+    if (ryw_unknown_) options.min_lsn = std::numeric_limits<std::uint64_t>::max();
   }
   if (worker_.outstanding.size() < topology->nodes.size()) {
     worker_.outstanding.resize(topology->nodes.size());
@@ -1119,7 +1123,7 @@ awaitable<void> Session::pooled_client_loop() {
     }
     c2s_segments_.clear();
     c2s_extra_.clear();
-    if (may_write_ && config_->routing.read_your_writes && server_conn_) {
+    if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes && server_conn_) {
       const auto batch = classify_batch();
       batch_ends_tx_ =
           batch.query.ends_transaction || (tx_status_ == TransactionStatus::kIdle &&
@@ -1976,6 +1980,7 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
           server_status_ == TransactionStatus::kIdle) {
         // The client's transaction had ended: its commit is at or before this LSN.
         ryw_lsn_ = std::max(ryw_lsn_, head->lsn);
+        ryw_unknown_ = false;
         protocol::append_parameter_status(s2c_extra_, "pgrelay.commit_lsn",
                                           cluster::format_lsn(head->lsn));
       }

@@ -406,6 +406,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool may_write_ = false;      ///< attached to the primary for work that may write
   bool batch_ends_tx_ = false;  ///< the waiting messages may end the transaction
   std::uint64_t ryw_lsn_ = 0;   ///< read-your-writes watermark (0: none)
+  /// The client may have committed on a server that was lost before its commit LSN was read:
+  /// reads go to the primary until a new watermark is read there.
+  bool ryw_unknown_ = false;
   pool::Pool* server_pool_ = nullptr;
   int server_pool_backend_ = -1;
   std::uint64_t attachment_ = 0;  ///< increments on every attach and detach
