@@ -42,7 +42,12 @@ bool AdminConnection::connect() {
                           "5",
                           nullptr};
   conn_ = PQconnectdbParams(keys, values, 0);
-  if (PQstatus(conn_) == CONNECTION_OK) return true;
+  if (PQstatus(conn_) == CONNECTION_OK) {
+    // Server notices (a shutdown's WARNING) are not for pgrelay's log.
+    PQsetNoticeProcessor(
+        conn_, [](void*, const char*) {}, nullptr);
+    return true;
+  }
   error_ = "cannot connect to " + backend_.name + ": " + one_line(PQerrorMessage(conn_));
   PQfinish(conn_);
   conn_ = nullptr;

@@ -234,6 +234,9 @@ void Monitor::run(Prober& prober) {
     if (prober.conn == nullptr) {
       prober.conn = PQconnectdbParams(keys, values, 0);
       if (PQstatus(prober.conn) == CONNECTION_OK) {
+        // Server notices (a shutdown's WARNING) would go to stderr unformatted: drop them.
+        PQsetNoticeProcessor(
+            prober.conn, [](void*, const char*) {}, nullptr);
         PGresult* res = exec_with_timeout(prober.conn, kSystemIdQuery, probe_timeout);
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
           prober.system_identifier = parse_u64(PQgetvalue(res, 0, 0));

@@ -70,7 +70,7 @@ bool Session::server_lost(std::string_view why) {
     pending = true;
     may_commit = may_commit || slot.may_commit;
   }
-  const bool in_block = server_status_ != TransactionStatus::kIdle;
+  const bool in_block = server_status_ != TransactionStatus::kIdle || block_opened_ahead_;
   // Nothing could have committed: see the top of this file.
   const bool certain = in_block ? !may_commit : (routed_read_ || tx_read_intent_);
   // A commit whose LSN pgrelay will not learn: read-your-writes must not trust the standbys.

@@ -1118,6 +1118,7 @@ awaitable<void> Session::pooled_client_loop() {
         const auto sent = server_conn_->socket.send(asio::buffer(begin), 0, ignored);
         deferred_begin_.clear();
         push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
+        block_opened_ahead_ = true;
         if (ignored || sent != begin.size()) abandon_server("could not send: " + ignored.message());
       }
     }
@@ -1966,6 +1967,7 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
         return false;
       }
       server_status_ = protocol::parse_ready_for_query(body).value_or(server_status_);
+      block_opened_ahead_ = false;
       if (head->purpose == SlotPurpose::kClientPrepares) {
         // PREPAREs the server did not confirm never existed.
         for (std::size_t i = head->completed; i < head->names.size(); ++i) {
@@ -2119,6 +2121,7 @@ void Session::detach(bool reusable) {
   routed_read_ = false;
   may_write_ = false;
   tx_read_intent_ = false;
+  block_opened_ahead_ = false;
   count_active(false);
   if (dedicated_ && reusable && !closing_ && server_pool_ != nullptr) {
     parked_.push_back({std::move(server_conn_), server_pool_});

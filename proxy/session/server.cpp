@@ -277,11 +277,13 @@ Server::SwitchoverResult Server::switchover(const std::string& target,
   const auto flush_lsn = [&]() -> std::optional<std::string> {
     // Asynchronous commits may still be in the WAL writer's buffers: a commit of pgrelay's own
     // with synchronous_commit = local flushes them at once instead of after wal_writer_delay.
-    auto text = primary_conn.value("SELECT pg_catalog.pg_current_wal_insert_lsn()", 5s);
+    // It comes first, so the position read after it covers its commit record too (else the
+    // other standbys, which receive that record from the old primary, would be ahead of the
+    // new timeline's fork point and need a rewind).
     primary_conn.value(
         "BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_catalog.txid_current(); COMMIT",
         5s);
-    return text;
+    return primary_conn.value("SELECT pg_catalog.pg_current_wal_insert_lsn()", 5s);
   };
   if (const auto early = flush_lsn(); early && parse_lsn_text(*early)) {
     replayed_up_to(*parse_lsn_text(*early), Clock::now() + drain_timeout);

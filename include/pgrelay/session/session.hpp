@@ -453,6 +453,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool unnamed_may_commit_ = false;  ///< the unnamed statement's text may commit
   bool tx_read_intent_ = false;      ///< this attachment was routed for read-only work
   bool counted_active_ = false;      ///< counted in Shared::active_transactions
+  /// The deferred BEGIN went ahead on this connection and its ReadyForQuery has not come yet:
+  /// the server is inside a block although server_status_ still says idle.
+  bool block_opened_ahead_ = false;
   void count_active(bool active) {
     if (active == counted_active_) return;
     counted_active_ = active;
