@@ -109,7 +109,11 @@ bool Session::server_lost(std::string_view why) {
       switch (slot.kind) {
         case SlotKind::kQuery:
         case SlotKind::kFunctionCall:
-          error();
+          if (slot.errored) {
+            first = false;  // its own error is with the client already
+          } else {
+            error();
+          }
           protocol::append_ready_for_query(s2c_extra_, status);
           unit_errored = false;
           break;
