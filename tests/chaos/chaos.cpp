@@ -223,6 +223,10 @@ void Suite::write_proxy_config() const {
        << "[auth]\nmethod = \"scram-sha-256\"\nfile = \"" << dir_ << "/userlist.txt\"\n\n"
        << "[monitor]\nuser = \"pgrelay\"\npassword = \"pgrelay\"\ninterval_ms = 200\n\n"
        << "[routing]\nread_your_writes = true\nprimary_wait_ms = 30000\n\n";
+  // PGRELAY_CHAOS_LOG_LEVEL=debug: every routing decision in pgrelay's log (with --keep).
+  if (const char* level = std::getenv("PGRELAY_CHAOS_LOG_LEVEL")) {
+    toml << "[log]\nlevel = \"" << level << "\"\n\n";
+  }
   for (const auto& node : cluster_->nodes()) {
     toml << "[[backend]]\nname = \"" << node.name
          << "\"\nhost = \"127.0.0.1\"\nport = " << node.port << "\n\n";

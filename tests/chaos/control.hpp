@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "command.hpp"
+
 namespace pgrelay::chaos {
 
 using Clock = std::chrono::steady_clock;
@@ -17,14 +19,8 @@ using Clock = std::chrono::steady_clock;
 /// Milliseconds between two instants, as a double.
 double ms_between(Clock::time_point from, Clock::time_point to);
 
-/// Output and exit status of a shell command.
-struct CommandResult {
-  int status = -1;     ///< exit code, or 128 + signal
-  std::string output;  ///< stdout and stderr together
-};
-
-/// Runs `command` with /bin/sh, capturing stdout and stderr together.
-CommandResult run_command(const std::string& command);
+using test::CommandResult;
+using test::run_command;
 
 /// Quotes `text` for /bin/sh.
 std::string shell_quote(const std::string& text);

@@ -50,24 +50,6 @@ bool port_accepts(int port) {
 
 }  // namespace
 
-CommandResult run(const std::string& command) {
-  CommandResult result;
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return result;
-  std::array<char, 4096> buffer{};
-  std::size_t n = 0;
-  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0) {
-    result.output.append(buffer.data(), n);
-  }
-  const int status = ::pclose(pipe);
-  if (WIFEXITED(status)) {
-    result.status = WEXITSTATUS(status);
-  } else if (WIFSIGNALED(status)) {
-    result.status = 128 + WTERMSIG(status);
-  }
-  return result;
-}
-
 // Ports come from below the kernel's ephemeral range (32768 and up on Linux), so no outgoing
 // connection of pgrelay, libpq or a server can take one between the pick and the bind, and a
 // process never hands out the same port twice (binding port 0 and closing can return the same

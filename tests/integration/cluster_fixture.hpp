@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "command.hpp"
+
 namespace pgrelay::test {
 
 struct Node {
@@ -18,14 +20,8 @@ struct Node {
   int port = 0;
 };
 
-/// Output and exit status of a command.
-struct CommandResult {
-  int status = -1;     ///< exit code, or 128 + signal
-  std::string output;  ///< stdout and stderr together
-};
-
 /// Runs `command` with /bin/sh; stdout and stderr are captured together.
-CommandResult run(const std::string& command);
+inline CommandResult run(const std::string& command) { return run_command(command); }
 
 /// A free TCP port on 127.0.0.1 (bound and released, so it is free at that instant).
 int free_port();
