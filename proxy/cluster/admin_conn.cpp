@@ -8,8 +8,6 @@
 
 namespace pgrelay::cluster {
 
-namespace {
-
 std::string one_line(const char* message) {
   std::string s(message != nullptr ? message : "");
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
@@ -17,7 +15,23 @@ std::string one_line(const char* message) {
   return s;
 }
 
-}  // namespace
+PGresult* exec_with_timeout(PGconn* conn, const char* query, std::chrono::milliseconds timeout) {
+  if (PQsendQuery(conn, query) == 0) return nullptr;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (PQisBusy(conn) != 0) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          deadline - std::chrono::steady_clock::now())
+                          .count();
+    if (left <= 0) return nullptr;
+    pollfd descriptor{PQsocket(conn), POLLIN, 0};
+    const int ready = ::poll(&descriptor, 1, static_cast<int>(left));
+    if (ready < 0 && errno != EINTR) return nullptr;
+    if (ready > 0 && PQconsumeInput(conn) == 0) return nullptr;
+  }
+  PGresult* result = PQgetResult(conn);
+  while (PGresult* extra = PQgetResult(conn)) PQclear(extra);
+  return result;
+}
 
 AdminConnection::AdminConnection(const config::MonitorSettings& monitor,
                                  const config::BackendSettings& backend)
@@ -58,32 +72,18 @@ std::optional<std::string> AdminConnection::value(const char* sql,
                                                   std::chrono::milliseconds timeout) {
   error_.clear();
   if (!connect()) return std::nullopt;
-  if (PQsendQuery(conn_, sql) == 0) {
-    error_ = backend_.name + ": " + one_line(PQerrorMessage(conn_));
+  PGresult* res = exec_with_timeout(conn_, sql, timeout);
+  if (res == nullptr) {
+    // Not sent, the connection failed, or no answer in time: start afresh next time.
+    const std::string message = one_line(PQerrorMessage(conn_));
+    error_ =
+        backend_.name + ": " +
+        (message.empty() ? "no answer within " + std::to_string(timeout.count()) + " ms" : message);
+    PQfinish(conn_);
+    conn_ = nullptr;
     return std::nullopt;
   }
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (PQisBusy(conn_) != 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          deadline - std::chrono::steady_clock::now())
-                          .count();
-    if (left <= 0) {
-      error_ = backend_.name + ": no answer within " + std::to_string(timeout.count()) + " ms";
-      PQfinish(conn_);
-      conn_ = nullptr;
-      return std::nullopt;
-    }
-    pollfd descriptor{PQsocket(conn_), POLLIN, 0};
-    const int ready = ::poll(&descriptor, 1, static_cast<int>(left));
-    if ((ready < 0 && errno != EINTR) || (ready > 0 && PQconsumeInput(conn_) == 0)) {
-      error_ = backend_.name + ": " + one_line(PQerrorMessage(conn_));
-      PQfinish(conn_);
-      conn_ = nullptr;
-      return std::nullopt;
-    }
-  }
   std::optional<std::string> result;
-  PGresult* res = PQgetResult(conn_);
   const auto status = PQresultStatus(res);
   if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
     result = PQntuples(res) > 0 && PQnfields(res) > 0 ? std::string(PQgetvalue(res, 0, 0)) : "";
@@ -91,7 +91,6 @@ std::optional<std::string> AdminConnection::value(const char* sql,
     error_ = backend_.name + ": " + one_line(PQresultErrorMessage(res));
   }
   PQclear(res);
-  while (PGresult* extra = PQgetResult(conn_)) PQclear(extra);
   return result;
 }
 

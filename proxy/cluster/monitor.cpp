@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <charconv>
 
+#include "pgrelay/cluster/admin_conn.hpp"
+
 namespace pgrelay::cluster {
 
 namespace {
@@ -43,33 +45,6 @@ std::uint64_t parse_u64(const char* text) {
   if (auto dot = s.find('.'); dot != std::string_view::npos) s = s.substr(0, dot);
   std::from_chars(s.data(), s.data() + s.size(), value);
   return value;
-}
-
-/// Runs `query` and returns its result, or null when the server does not answer within
-/// `timeout` (a hung or stopped server: TCP keeps the connection up, so only a deadline helps)
-/// or the connection breaks. On null the caller must drop the connection.
-PGresult* exec_with_timeout(PGconn* conn, const char* query, std::chrono::milliseconds timeout) {
-  if (PQsendQuery(conn, query) == 0) return nullptr;
-  const auto deadline = Clock::now() + timeout;
-  while (PQisBusy(conn) != 0) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return nullptr;
-    pollfd descriptor{PQsocket(conn), POLLIN, 0};
-    const int ready = ::poll(&descriptor, 1, static_cast<int>(left));
-    if (ready < 0 && errno != EINTR) return nullptr;
-    if (ready > 0 && PQconsumeInput(conn) == 0) return nullptr;
-  }
-  PGresult* result = PQgetResult(conn);
-  while (PGresult* extra = PQgetResult(conn)) PQclear(extra);
-  return result;
-}
-
-std::string one_line(const char* message) {
-  std::string s(message != nullptr ? message : "");
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  std::replace(s.begin(), s.end(), '\n', ' ');
-  return s;
 }
 
 }  // namespace

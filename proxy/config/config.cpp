@@ -76,6 +76,28 @@ class Reader {
   }
   void error(std::string message) { errors_.push_back({file_, 0, std::move(message)}); }
 
+  /// An optional array of non-empty strings: "SECTION.KEY must be WHAT" when it is not an
+  /// array, "SECTION.KEY must hold ITEMS" for an element that is not a non-empty string.
+  void names(const toml::table& table, std::string_view section, std::string_view key,
+             std::string_view what, std::string_view items, std::vector<std::string>& out) {
+    const toml::node* node = table.get(key);
+    if (node == nullptr) return;
+    const std::string full = std::string(section) + "." + std::string(key);
+    const toml::array* array = node->as_array();
+    if (array == nullptr) {
+      error(node->source(), full + " must be " + std::string(what));
+      return;
+    }
+    for (const toml::node& element : *array) {
+      const auto value = element.value_exact<std::string>();
+      if (!value || value->empty()) {
+        error(element.source(), full + " must hold " + std::string(items));
+      } else {
+        out.push_back(*value);
+      }
+    }
+  }
+
   /// Reports keys of `table` that are not in `known`.
   void check_keys(const toml::table& table, std::string_view where,
                   const std::vector<std::string_view>& known) {
@@ -263,21 +285,8 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
   if (const auto* t = r.section(root, "auth")) {
     config.auth.enabled = true;
     r.check_keys(*t, "[auth]", {"method", "file", "query", "cache_ttl_ms", "admin_users"});
-    if (const toml::node* node = t->get("admin_users")) {
-      const toml::array* names = node->as_array();
-      if (names == nullptr) {
-        r.error(node->source(), "auth.admin_users must be an array of user names");
-      } else {
-        for (const toml::node& name : *names) {
-          const auto value = name.value_exact<std::string>();
-          if (!value || value->empty()) {
-            r.error(name.source(), "auth.admin_users must hold user names");
-          } else {
-            config.auth.admin_users.push_back(*value);
-          }
-        }
-      }
-    }
+    r.names(*t, "auth", "admin_users", "an array of user names", "user names",
+            config.auth.admin_users);
     const int method = r.choice(*t, "auth", "method", {"scram-sha-256", "md5", "trust"});
     if (method >= 0) config.auth.method = static_cast<AuthMethod>(method);
     r.file_path(*t, "auth", "file", config.auth.file);
@@ -304,21 +313,8 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.check_keys(*t, "[routing]",
                  {"read_write_split", "max_lag_bytes", "max_lag_ms", "read_your_writes",
                   "primary_wait_ms", "read_only_functions"});
-    if (const toml::node* node = t->get("read_only_functions")) {
-      const toml::array* names = node->as_array();
-      if (names == nullptr) {
-        r.error(node->source(), "routing.read_only_functions must be an array of strings");
-      } else {
-        for (const toml::node& name : *names) {
-          const auto value = name.value_exact<std::string>();
-          if (!value || value->empty()) {
-            r.error(name.source(), "routing.read_only_functions must hold function names");
-          } else {
-            config.routing.read_only_functions.push_back(*value);
-          }
-        }
-      }
-    }
+    r.names(*t, "routing", "read_only_functions", "an array of strings", "function names",
+            config.routing.read_only_functions);
     r.boolean(*t, "routing", "read_write_split", config.routing.read_write_split);
     r.integer(*t, "routing", "max_lag_bytes", config.routing.max_lag_bytes, 0,
               std::numeric_limits<std::int64_t>::max());

@@ -292,15 +292,7 @@ awaitable<void> Session::answer_lost_transaction() {
         break;  // Flush; CopyData, CopyDone and CopyFail outside COPY are ignored
     }
   }
-  // Keep what was not answered at the front of the buffer.
-  if (c2s_begin_ == c2s_end_) {
-    c2s_begin_ = c2s_end_ = 0;
-  } else if (c2s_begin_ > 0) {
-    std::copy(c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_begin_),
-              c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_end_), c2s_buffer_.begin());
-    c2s_end_ -= c2s_begin_;
-    c2s_begin_ = 0;
-  }
+  compact_client_buffer();  // what was not answered stays, at the front
   // The server reader may still be writing the answer to the messages in flight.
   while (s2c_writing_ && !closing_) {
     timer_.expires_after(std::chrono::milliseconds(1));

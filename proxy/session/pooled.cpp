@@ -1157,15 +1157,7 @@ awaitable<void> Session::pooled_client_loop() {
       // (server_lost()); they count as sent.
       if (ec && attachment == attachment_) abandon_server("could not send: " + ec.message());
     }
-    // Keep an incomplete message for the next read.
-    if (c2s_begin_ == c2s_end_) {
-      c2s_begin_ = c2s_end_ = 0;
-    } else if (c2s_begin_ > 0) {
-      std::copy(c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_begin_),
-                c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_end_), c2s_buffer_.begin());
-      c2s_end_ -= c2s_begin_;
-      c2s_begin_ = 0;
-    }
+    compact_client_buffer();  // an incomplete message waits for the next read
     if (client_terminated_) {
       stop_relay("client closed");
       break;

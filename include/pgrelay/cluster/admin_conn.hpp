@@ -9,8 +9,18 @@
 #include "pgrelay/config/config.hpp"
 
 struct pg_conn;
+struct pg_result;
 
 namespace pgrelay::cluster {
+
+/// A libpq message on one line (newlines become spaces, no trailing newline).
+[[nodiscard]] std::string one_line(const char* message);
+
+/// PQsendQuery, then waits up to `timeout` for the result (later results are discarded);
+/// nullptr when the query could not be sent, the connection failed or the time ran out (a hung
+/// or stopped server keeps TCP up: only a deadline helps). On nullptr drop the connection.
+[[nodiscard]] pg_result* exec_with_timeout(pg_conn* conn, const char* query,
+                                           std::chrono::milliseconds timeout);
 
 class AdminConnection {
  public:

@@ -1,6 +1,7 @@
 // One client connection: startup, TLS, login pass-through, relaying, cancel, graceful stop.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -271,6 +272,17 @@ class Session : public std::enable_shared_from_this<Session> {
   /// After server_lost(): answers the client's messages of the transaction that was lost
   /// (ROLLBACK, COMMIT, anything else) without a server, until the transaction is over.
   net::asio::awaitable<void> answer_lost_transaction();
+  /// Moves what is left of the client buffer (an incomplete message) to its front.
+  void compact_client_buffer() {
+    if (c2s_begin_ == c2s_end_) {
+      c2s_begin_ = c2s_end_ = 0;
+    } else if (c2s_begin_ > 0) {
+      std::copy(c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_begin_),
+                c2s_buffer_.begin() + static_cast<std::ptrdiff_t>(c2s_end_), c2s_buffer_.begin());
+      c2s_end_ -= c2s_begin_;
+      c2s_begin_ = 0;
+    }
+  }
   /// Ends the pending unit of the client's messages (marks the slot that ends it).
   void end_unit() {
     if (!slots_.empty()) slots_.back().may_commit = unit_may_commit_;
