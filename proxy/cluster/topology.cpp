@@ -1,6 +1,7 @@
 // Role assignment over a set of probed nodes: primary election and fencing.
 #include "pgrelay/cluster/topology.hpp"
 
+#include <charconv>
 #include <cstdio>
 
 namespace pgrelay::cluster {
@@ -64,6 +65,23 @@ std::string format_lsn(std::uint64_t lsn) {
   std::snprintf(text, sizeof text, "%X/%X", static_cast<unsigned>(lsn >> 32),
                 static_cast<unsigned>(lsn & 0xffffffffU));
   return text;
+}
+
+std::optional<std::uint64_t> parse_lsn(std::string_view text) {
+  const auto slash = text.find('/');
+  if (slash == std::string_view::npos || slash == 0 || slash + 1 >= text.size()) {
+    return std::nullopt;
+  }
+  std::uint64_t high = 0;
+  std::uint64_t low = 0;
+  const auto* begin = text.data();
+  const auto r1 = std::from_chars(begin, begin + slash, high, 16);
+  const auto r2 = std::from_chars(begin + slash + 1, begin + text.size(), low, 16);
+  if (r1.ec != std::errc{} || r1.ptr != begin + slash || r2.ec != std::errc{} ||
+      r2.ptr != begin + text.size() || high > 0xffffffffULL || low > 0xffffffffULL) {
+    return std::nullopt;
+  }
+  return (high << 32) | low;
 }
 
 }  // namespace pgrelay::cluster

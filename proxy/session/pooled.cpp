@@ -754,22 +754,6 @@ namespace {
 static_assert(stats::kRouteReasons.size() == routing::kReasonCount);
 
 /// "16/B374D848" -> LSN; nullopt when malformed.
-std::optional<std::uint64_t> parse_lsn(std::string_view text) {
-  const auto slash = text.find('/');
-  if (slash == std::string_view::npos || slash == 0 || slash + 1 >= text.size()) {
-    return std::nullopt;
-  }
-  std::uint64_t high = 0;
-  std::uint64_t low = 0;
-  const auto* begin = text.data();
-  const auto r1 = std::from_chars(begin, begin + slash, high, 16);
-  const auto r2 = std::from_chars(begin + slash + 1, begin + text.size(), low, 16);
-  if (r1.ec != std::errc{} || r1.ptr != begin + slash || r2.ec != std::errc{} ||
-      r2.ptr != begin + text.size() || high > 0xffffffffULL || low > 0xffffffffULL) {
-    return std::nullopt;
-  }
-  return (high << 32) | low;
-}
 
 /// The text names the pgrelay.min_lsn setting (ASCII case-insensitively).
 bool mentions_min_lsn(std::string_view text) {
@@ -920,7 +904,8 @@ routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   if (cfg.routing.read_your_writes) {
     options.min_lsn = ryw_lsn_;
     if (const auto* carried = client_set_.find("pgrelay.min_lsn")) {
-      if (const auto lsn = parse_lsn(*carried)) options.min_lsn = std::max(options.min_lsn, *lsn);
+      if (const auto lsn = cluster::parse_lsn(*carried))
+        options.min_lsn = std::max(options.min_lsn, *lsn);
     }
     // A server was lost before the LSN of the client's last commit was read: no standby is
     // known to have it until a new watermark is read on the primary (behind this transaction).
@@ -2016,7 +2001,8 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
       if (head->purpose == SlotPurpose::kCommitLsn) {
         std::array<std::optional<std::string_view>, 1> values{};
         const auto count = protocol::parse_data_row(body, values);
-        if (count && *count == 1 && values[0]) head->lsn = parse_lsn(*values[0]).value_or(0);
+        if (count && *count == 1 && values[0])
+          head->lsn = cluster::parse_lsn(*values[0]).value_or(0);
         return false;
       }
       if (head->purpose == SlotPurpose::kReadback) {

@@ -206,22 +206,6 @@ void Server::resume() {
   spdlog::info("resumed");
 }
 
-namespace {
-
-std::optional<std::uint64_t> parse_lsn_text(const std::string& text) {
-  const auto slash = text.find('/');
-  if (slash == std::string::npos || slash == 0 || slash + 1 >= text.size()) return std::nullopt;
-  try {
-    const auto high = std::stoull(text.substr(0, slash), nullptr, 16);
-    const auto low = std::stoull(text.substr(slash + 1), nullptr, 16);
-    return (high << 32) | low;
-  } catch (const std::exception&) {
-    return std::nullopt;
-  }
-}
-
-}  // namespace
-
 Server::SwitchoverResult Server::switchover(const std::string& target,
                                             std::chrono::milliseconds drain_timeout) {
   using Clock = std::chrono::steady_clock;
@@ -268,7 +252,7 @@ Server::SwitchoverResult Server::switchover(const std::string& target,
   const auto replayed_up_to = [&](std::uint64_t lsn, Clock::time_point deadline) {
     while (true) {
       const auto replayed = target_conn.value("SELECT pg_catalog.pg_last_wal_replay_lsn()", 5s);
-      const auto replay = replayed ? parse_lsn_text(*replayed) : std::nullopt;
+      const auto replay = replayed ? cluster::parse_lsn(*replayed) : std::nullopt;
       if (replay && *replay >= lsn) return true;
       if (Clock::now() >= deadline) return false;
       std::this_thread::sleep_for(2ms);
@@ -285,8 +269,8 @@ Server::SwitchoverResult Server::switchover(const std::string& target,
         5s);
     return primary_conn.value("SELECT pg_catalog.pg_current_wal_insert_lsn()", 5s);
   };
-  if (const auto early = flush_lsn(); early && parse_lsn_text(*early)) {
-    replayed_up_to(*parse_lsn_text(*early), Clock::now() + drain_timeout);
+  if (const auto early = flush_lsn(); early && cluster::parse_lsn(*early)) {
+    replayed_up_to(*cluster::parse_lsn(*early), Clock::now() + drain_timeout);
   }
   const auto paused_at = Clock::now();
   pause();
@@ -318,7 +302,7 @@ Server::SwitchoverResult Server::switchover(const std::string& target,
   const auto drained_at = Clock::now();
   // 2. The target replays everything the primary has written.
   const auto lsn_text = flush_lsn();
-  const auto lsn = lsn_text ? parse_lsn_text(*lsn_text) : std::nullopt;
+  const auto lsn = lsn_text ? cluster::parse_lsn(*lsn_text) : std::nullopt;
   if (!lsn) return finish(502, "cannot read the primary's WAL position: " + primary_conn.error());
   result.lsn = *lsn_text;
   if (!replayed_up_to(*lsn,

@@ -68,28 +68,6 @@ std::string shell_quote(const std::string& text) {
   return quoted + "'";
 }
 
-int free_port() {
-  static std::mt19937 random(static_cast<unsigned>(::getpid()) * 7919U +
-                             static_cast<unsigned>(::time(nullptr)));
-  static std::set<int> handed_out;
-  std::uniform_int_distribution<int> pick(20000, 32000);
-  for (int attempt = 0; attempt < 1000; ++attempt) {
-    const int port = pick(random);
-    if (handed_out.contains(port)) continue;
-    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    addr.sin_port = htons(static_cast<std::uint16_t>(port));
-    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-    ::close(fd);
-    if (!bound) continue;
-    handed_out.insert(port);
-    return port;
-  }
-  throw std::runtime_error("no free loopback port in 20000-32000");
-}
-
 std::optional<std::uint64_t> parse_lsn(const std::string& text) {
   const auto slash = text.find('/');
   if (slash == std::string::npos || slash == 0 || slash + 1 >= text.size()) return std::nullopt;

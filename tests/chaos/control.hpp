@@ -20,14 +20,11 @@ using Clock = std::chrono::steady_clock;
 double ms_between(Clock::time_point from, Clock::time_point to);
 
 using test::CommandResult;
+using test::free_port;
 using test::run_command;
 
 /// Quotes `text` for /bin/sh.
 std::string shell_quote(const std::string& text);
-
-/// A TCP port on 127.0.0.1 that nothing holds now, below the ephemeral range, never handed out
-/// twice by this process.
-int free_port();
 
 /// PostgreSQL's server binaries: $PGBIN, else the newest /usr/lib/postgresql/*/bin.
 std::string pg_bin_dir();

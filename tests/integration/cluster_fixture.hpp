@@ -23,9 +23,6 @@ struct Node {
 /// Runs `command` with /bin/sh; stdout and stderr are captured together.
 inline CommandResult run(const std::string& command) { return run_command(command); }
 
-/// A free TCP port on 127.0.0.1 (bound and released, so it is free at that instant).
-int free_port();
-
 /// The shared cluster of the test binary: node1 primary, node2 and node3 hot standbys, started on
 /// first use and destroyed when the process exits, however it exits (a watchdog process removes
 /// it when the test binary's end of a pipe closes).

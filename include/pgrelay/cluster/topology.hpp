@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,5 +85,7 @@ void assign_roles(Topology& topology, std::uint32_t failure_threshold,
 
 /// PostgreSQL's text form of an LSN: "16/B374D848".
 [[nodiscard]] std::string format_lsn(std::uint64_t lsn);
+/// "X/Y" (hex, as PostgreSQL prints an LSN) back to a number; nullopt when malformed.
+[[nodiscard]] std::optional<std::uint64_t> parse_lsn(std::string_view text);
 
 }  // namespace pgrelay::cluster

@@ -97,6 +97,12 @@ TEST(FormatLsn, MatchesPostgresTextForm) {
   EXPECT_EQ(format_lsn(0), "0/0");
   EXPECT_EQ(format_lsn(0x16B374D848ULL), "16/B374D848");
   EXPECT_EQ(format_lsn(0x3000060), "0/3000060");
+  EXPECT_EQ(parse_lsn("16/B374D848"), 0x16B374D848ULL);
+  EXPECT_EQ(parse_lsn(format_lsn(0x3000060)), 0x3000060ULL);
+  EXPECT_EQ(parse_lsn("0/0"), 0ULL);
+  for (const char* bad : {"", "/1", "1/", "1", "x/1", "1/2/3", "100000000/0", "1/ 2"}) {
+    EXPECT_FALSE(parse_lsn(bad).has_value()) << bad;
+  }
 }
 
 TEST(NodeRoleNames, MatchTheTopologyVocabulary) {
