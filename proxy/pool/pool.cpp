@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "pgrelay/auth/md5.hpp"
+#include "pgrelay/net/send.hpp"
 #include "pgrelay/net/workers.hpp"
 #include "pgrelay/protocol/frame.hpp"
 #include "pgrelay/protocol/sqlstate.hpp"
@@ -344,8 +345,7 @@ void Pool::close(ServerPtr conn) {
   if (conn->socket.is_open()) {
     protocol::ByteVector terminate;
     protocol::append_terminate(terminate);
-    conn->socket.non_blocking(true, ignored);
-    conn->socket.send(asio::buffer(terminate), 0, ignored);
+    net::send_now(conn->socket, asio::buffer(terminate), ignored);
     conn->socket.close(ignored);
   }
   counters_.server_connections.fetch_sub(1, std::memory_order_relaxed);

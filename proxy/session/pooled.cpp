@@ -940,11 +940,27 @@ routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   worker_.counters->route_reasons[static_cast<std::size_t>(decision.reason)].fetch_add(
       1, std::memory_order_relaxed);
   if (spdlog::should_log(spdlog::level::debug)) {
-    spdlog::debug("c{}: route {} -> {}{}{}", id_, routing::to_string(decision.reason),
+    std::string detail;
+    if (decision.reason == routing::Reason::kReadStandby && decision.backend >= 0) {
+      // What read-your-writes relied on: the client's watermark against the monitor's view.
+      const auto& node = topology->nodes[static_cast<std::size_t>(decision.backend)];
+      const auto* primary = topology->primary_node();
+      detail = fmt::format(
+          " (watermark {}, replay {} on timeline {}, primary timeline {}, probed {} ms ago)",
+          options.min_lsn == std::numeric_limits<std::uint64_t>::max()
+              ? std::string("unknown")
+              : cluster::format_lsn(options.min_lsn),
+          cluster::format_lsn(node.replay_lsn), node.timeline,
+          primary != nullptr ? primary->timeline : 0,
+          std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - node.probed_at)
+              .count());
+    }
+    spdlog::debug("c{}: route {} -> {}{}{}{}", id_, routing::to_string(decision.reason),
                   decision.backend >= 0
                       ? topology->nodes[static_cast<std::size_t>(decision.backend)].name
                       : std::string("(no primary)"),
-                  query.reason.empty() ? "" : ": ", query.reason);
+                  detail, query.reason.empty() ? "" : ": ", query.reason);
   }
   return decision;
 }
@@ -1100,7 +1116,7 @@ awaitable<void> Session::pooled_client_loop() {
         protocol::ByteVector begin;
         protocol::append_query(begin, deferred_begin_);
         error_code ignored;
-        const auto sent = server_conn_->socket.send(asio::buffer(begin), 0, ignored);
+        const auto sent = net::send_now(server_conn_->socket, asio::buffer(begin), ignored);
         deferred_begin_.clear();
         push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
         block_opened_ahead_ = true;
@@ -1219,8 +1235,7 @@ void Session::attach_started() {
   if (c2s_extra_.empty()) return;
   // Sent now, ahead of the client's messages (nothing else is on the wire yet).
   error_code ec;
-  server.socket.non_blocking(true, ec);
-  const auto sent = server.socket.send(asio::buffer(c2s_extra_), 0, ec);
+  const auto sent = net::send_now(server.socket, asio::buffer(c2s_extra_), ec);
   if (ec || sent != c2s_extra_.size()) abandon_server("could not send: " + ec.message());
   c2s_extra_.clear();
 }
@@ -1960,6 +1975,8 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
         // The client's transaction had ended: its commit is at or before this LSN.
         ryw_lsn_ = std::max(ryw_lsn_, head->lsn);
         ryw_unknown_ = false;
+        spdlog::debug("c{}: commit watermark {} from backend {}", id_,
+                      cluster::format_lsn(head->lsn), backend_name_);
         protocol::append_parameter_status(s2c_extra_, "pgrelay.commit_lsn",
                                           cluster::format_lsn(head->lsn));
       }
@@ -2054,8 +2071,7 @@ void Session::send_readback() {
   protocol::ByteVector query;
   protocol::append_query(query, sql);
   error_code ec;
-  server_conn_->socket.non_blocking(true, ec);
-  const auto sent = server_conn_->socket.send(asio::buffer(query), 0, ec);
+  const auto sent = net::send_now(server_conn_->socket, asio::buffer(query), ec);
   if (ec || sent != query.size()) {
     detach(false);
     return;

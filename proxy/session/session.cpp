@@ -126,8 +126,7 @@ void Session::stop_relay(std::string_view reason) {
     // Best effort: tell the server we are leaving so it does not log an unexpected EOF.
     protocol::ByteVector terminate;
     protocol::append_terminate(terminate);
-    server_.non_blocking(true, ignored);
-    server_.send(asio::buffer(terminate), 0, ignored);
+    net::send_now(server_, asio::buffer(terminate), ignored);
   }
   server_.close(ignored);
   client_.cancel(ignored);

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -568,7 +569,9 @@ void Suite::verify(int round, const std::vector<ClientRound>& seen, Clock::time_
                             node_of_port(stale.server_port) + " at fault " +
                             signed_ms(ms_between(fault_at, stale.read_at)) +
                             " ms; the missed commit was answered at fault " +
-                            signed_ms(ms_between(fault_at, stale.committed_at)) + " ms");
+                            signed_ms(ms_between(fault_at, stale.committed_at)) +
+                            " ms; pgrelay.commit_lsn before / after the read " +
+                            (stale.watermark.empty() ? "-" : stale.watermark));
         }
       } else {
         ++r.stale_after_loss;
@@ -917,9 +920,18 @@ int Suite::run() {
   for (const auto& failure : run_failures_) say("FAILED: " + failure);
   if (failed_rounds > 0) say("FAILED: " + std::to_string(failed_rounds) + " round(s) failed");
   const bool ok = failed_rounds == 0 && run_failures_.empty();
-  say(ok ? "chaos: passed"
-         : "chaos: FAILED (pgrelay log: " + dir_ + "/pgrelay.log" +
-               (options_.keep ? ")" : "; rerun with --keep to keep it)"));
+  if (!ok && !options_.keep) {
+    // The run directory goes when we exit; pgrelay's log is what explains a failure.
+    const std::string saved = dir_ + "-pgrelay.log";
+    std::error_code ec;
+    std::filesystem::copy_file(dir_ + "/pgrelay.log", saved,
+                               std::filesystem::copy_options::overwrite_existing, ec);
+    say("chaos: FAILED (pgrelay log saved as " + (ec ? std::string("- (") + ec.message() + ")"
+                                                     : saved) +
+        ")");
+  } else {
+    say(ok ? "chaos: passed" : "chaos: FAILED (pgrelay log: " + dir_ + "/pgrelay.log)");
+  }
   return ok ? 0 : 1;
 }
 

@@ -296,7 +296,9 @@ bool Load::run_transaction(Client& client, int round) {
 
 void Load::check_read(Client& client) {
   // An autocommit read pgrelay may send to a standby, but only to one that has replayed this
-  // client's last commit (read_your_writes).
+  // client's last commit (read_your_writes). pgrelay reports that watermark as a parameter.
+  const char* reported = PQparameterStatus(client.conn, "pgrelay.commit_lsn");
+  const std::string watermark = reported != nullptr ? reported : "";
   const auto out =
       exec(client.conn,
            "SELECT coalesce(max(id), 0), inet_server_port() FROM ledger WHERE client = " +
@@ -313,9 +315,12 @@ void Load::check_read(Client& client) {
   ++client.seen.reads;
   ++client.seen.reads_by_port[out.first_row[1]];
   const std::int64_t seen = std::stoll(out.first_row[0]);
+  const char* after = PQparameterStatus(client.conn, "pgrelay.commit_lsn");
+  const std::string watermarks = watermark + " / " + (after != nullptr ? after : "");
   if (seen < client.last_committed) {
     client.seen.stale.push_back(
-        {client.last_committed, seen, out.first_row[1], client.last_commit_at, Clock::now()});
+        {client.last_committed, seen, out.first_row[1], watermarks,
+         client.last_commit_at, Clock::now()});
   }
 }
 

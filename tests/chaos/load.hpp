@@ -31,6 +31,7 @@ struct StaleRead {
   std::int64_t expected = 0;       ///< the client's last committed id before the read
   std::int64_t seen = 0;           ///< max(id) the read returned
   std::string server_port;         ///< inet_server_port() of the server that answered
+  std::string watermark;           ///< pgrelay.commit_lsn reported before / after the read
   Clock::time_point committed_at;  ///< when the COMMIT of `expected` was answered
   Clock::time_point read_at;       ///< when the read was answered
 };

@@ -19,6 +19,11 @@ namespace pgrelay::net {
 std::size_t send_now(tcp::socket& socket, std::span<const asio::const_buffer> buffers,
                      error_code& ec);
 
+/// One buffer (pgrelay's own small messages: Terminate, a deferred BEGIN, parameter syncs).
+inline std::size_t send_now(tcp::socket& socket, asio::const_buffer buffer, error_code& ec) {
+  return send_now(socket, std::span<const asio::const_buffer>(&buffer, 1), ec);
+}
+
 /// Writes every byte: send_now() first, then asynchronously whatever did not fit.
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
     tcp::socket& socket, std::span<const asio::const_buffer> buffers);
