@@ -36,6 +36,22 @@ std::size_t send_now(tcp::socket& socket, std::span<const asio::const_buffer> bu
   }
 }
 
+std::size_t receive_now(tcp::socket& socket, asio::mutable_buffer buffer, error_code& ec) {
+  ec.clear();
+  while (true) {
+    const ssize_t n = ::recv(socket.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT);
+    if (n > 0) return static_cast<std::size_t>(n);
+    if (n == 0) {
+      ec = asio::error::eof;
+      return 0;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    ec = error_code(errno, boost::system::system_category());
+    return 0;
+  }
+}
+
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
     tcp::socket& socket, std::span<const asio::const_buffer> buffers) {
   error_code ec;

@@ -1027,8 +1027,8 @@ void Session::add_passthrough(std::size_t begin, std::size_t length) {
 }
 
 awaitable<void> Session::pooled_client_loop() {
-  c2s_buffer_ = worker_.take_buffer(kClientBufferSize);
-  s2c_buffer_ = worker_.take_buffer(kServerBufferSize);
+  // Buffers come from the worker while there is traffic and go back while the session idles
+  // (wait_for_client()), so an idle client holds no buffer.
   c2s_begin_ = c2s_end_ = 0;
   asio::co_spawn(
       client_.get_executor(),
@@ -1043,16 +1043,30 @@ awaitable<void> Session::pooled_client_loop() {
       asio::detached);
   if (server_conn_) attach_started();
   while (!closing_) {
-    if (c2s_end_ == c2s_buffer_.size()) {
-      // process_client_messages() grows the buffer for a message that needs its whole body.
-      c2s_buffer_.resize(c2s_buffer_.size() * 2);
-    }
     error_code ec;
-    std::size_t n =
-        take_login_leftover(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_);
-    if (n == 0) {
-      std::tie(ec, n) = co_await client_read_some(
-          asio::buffer(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_));
+    std::size_t n = 0;
+    if (c2s_begin_ == c2s_end_ && !server_conn_ && !tls_ && !has_login_leftover()) {
+      // Nothing buffered and no server: wait for readability without a buffer, then read.
+      c2s_begin_ = c2s_end_ = 0;
+      worker_.give_back(std::move(c2s_buffer_), kServerBufferSize);
+      c2s_buffer_ = {};
+      std::tie(ec) = co_await client_.async_wait(net::tcp::socket::wait_read, kNoThrow);
+      if (!ec) {
+        c2s_buffer_ = worker_.take_buffer(kClientBufferSize);
+        n = net::receive_now(client_, asio::buffer(c2s_buffer_), ec);
+        if (!ec && n == 0) continue;  // woken without data
+      }
+    } else {
+      if (c2s_buffer_.empty()) c2s_buffer_ = worker_.take_buffer(kClientBufferSize);
+      if (c2s_end_ == c2s_buffer_.size()) {
+        // process_client_messages() grows the buffer for a message that needs its whole body.
+        c2s_buffer_.resize(c2s_buffer_.size() * 2);
+      }
+      n = take_login_leftover(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_);
+      if (n == 0) {
+        std::tie(ec, n) = co_await client_read_some(
+            asio::buffer(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_));
+      }
     }
     if (ec) {
       stop_relay(timed_out_ || closing_ ? "" : "client disconnected");
@@ -1687,6 +1701,10 @@ void Session::ensure_prepared(const Statement& statement, bool sql) {
 awaitable<void> Session::server_reader_loop() {
   while (!closing_) {
     if (!server_conn_) {
+      // No server: its buffer goes back to the worker until the next one is attached.
+      s2c_begin_ = s2c_end_ = 0;
+      worker_.give_back(std::move(s2c_buffer_), kServerBufferSize);
+      s2c_buffer_ = {};
       reader_signal_.expires_at(std::chrono::steady_clock::time_point::max());
       co_await reader_signal_.async_wait(kNoThrow);
       continue;
@@ -1697,6 +1715,7 @@ awaitable<void> Session::server_reader_loop() {
 
 awaitable<void> Session::server_reader(std::uint64_t attachment) {
   s2c_begin_ = s2c_end_ = 0;
+  if (s2c_buffer_.empty()) s2c_buffer_ = worker_.take_buffer(kServerBufferSize);
   s2c_stream_left_ = 0;
   while (true) {
     if (attachment != attachment_ || !server_conn_ || closing_) co_return;

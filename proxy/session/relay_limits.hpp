@@ -7,10 +7,11 @@
 
 namespace pgrelay::session::detail {
 
-/// Relay buffers per direction. Large enough that a big result streams in few syscalls.
+/// Relay buffers per direction. Large enough that a big result streams in few syscalls. A
+/// pooled session borrows them from its worker only while it has traffic, so both directions
+/// use one size and a buffer given back fits either.
 inline constexpr std::size_t kServerBufferSize = 32 * 1024;
-/// Client messages are mostly small; COPY FROM STDIN still streams well through this.
-inline constexpr std::size_t kClientBufferSize = 16 * 1024;
+inline constexpr std::size_t kClientBufferSize = kServerBufferSize;
 /// Largest client message accepted during login (password, SASL): PostgreSQL's auth token limit.
 inline constexpr std::uint32_t kMaxLoginMessage = 65535;
 /// How often a session re-reads the topology while waiting for a primary.

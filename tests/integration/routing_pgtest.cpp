@@ -173,7 +173,9 @@ TEST_F(RoutingTest, ReadsGoToBothStandbysAndWritesToThePrimary) {
   EXPECT_EQ(conn.value("SELECT current_setting('port') FROM ryw LIMIT 1 FOR UPDATE"), primary);
 
   EXPECT_GE(route_decisions(proxy, "read:standby"), 360);
-  EXPECT_GE(route_decisions(proxy, "write"), 50);
+  // Not 50: a transaction that starts while the connection is still attached for the previous
+  // one's commit-LSN query rides on it (to the same primary) without a routing decision.
+  EXPECT_GE(route_decisions(proxy, "write"), 40);
   EXPECT_GE(route_decisions(proxy, "write:hint"), 1);
 }
 

@@ -24,6 +24,10 @@ inline std::size_t send_now(tcp::socket& socket, asio::const_buffer buffer, erro
   return send_now(socket, std::span<const asio::const_buffer>(&buffer, 1), ec);
 }
 
+/// One non-blocking recv(): the bytes read, 0 with `ec` clear when there is nothing to read,
+/// asio::error::eof when the peer has closed.
+std::size_t receive_now(tcp::socket& socket, asio::mutable_buffer buffer, error_code& ec);
+
 /// Writes every byte: send_now() first, then asynchronously whatever did not fit.
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
     tcp::socket& socket, std::span<const asio::const_buffer> buffers);
