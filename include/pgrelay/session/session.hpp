@@ -425,7 +425,42 @@ class Session : public std::enable_shared_from_this<Session> {
   int server_pool_backend_ = -1;
   std::uint64_t attachment_ = 0;  ///< increments on every attach and detach
   protocol::TransactionStatus server_status_ = protocol::TransactionStatus::kIdle;
-  std::deque<Slot> slots_;
+  /// FIFO of the slots: a vector read from `head`, reset when it drains, so steady traffic
+  /// reuses its storage instead of allocating as std::deque does when it crosses a block.
+  class SlotQueue {
+   public:
+    void push_back(Slot&& slot) { items_.push_back(std::move(slot)); }
+    void pop_front() {
+      ++head_;
+      if (head_ == items_.size()) {
+        clear();
+      } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
+        // A client that never lets the queue drain (pipelining): drop the consumed front.
+        items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
+      }
+    }
+    [[nodiscard]] Slot& front() { return items_[head_]; }
+    [[nodiscard]] Slot& back() { return items_.back(); }
+    [[nodiscard]] const Slot& back() const { return items_.back(); }
+    [[nodiscard]] bool empty() const { return head_ == items_.size(); }
+    [[nodiscard]] std::size_t size() const { return items_.size() - head_; }
+    void clear() {
+      items_.clear();
+      head_ = 0;
+    }
+    [[nodiscard]] auto begin() { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
+    [[nodiscard]] auto end() { return items_.end(); }
+    [[nodiscard]] auto begin() const {
+      return items_.begin() + static_cast<std::ptrdiff_t>(head_);
+    }
+    [[nodiscard]] auto end() const { return items_.end(); }
+
+   private:
+    std::vector<Slot> items_;
+    std::size_t head_ = 0;
+  };
+  SlotQueue slots_;
   pool::ParamList client_reported_;  ///< GUC_REPORT parameters as the client was told them
   pool::ParamList client_set_;       ///< other parameters in effect for the client
   std::uint64_t params_version_ = 1;
