@@ -952,8 +952,8 @@ routing::Decision Session::route_transaction(const sql::QueryClass& query) {
               : cluster::format_lsn(options.min_lsn),
           cluster::format_lsn(node.replay_lsn), node.timeline,
           primary != nullptr ? primary->timeline : 0,
-          std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::chrono::steady_clock::now() - node.probed_at)
+          std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                node.probed_at)
               .count());
     }
     spdlog::debug("c{}: route {} -> {}{}{}{}", id_, routing::to_string(decision.reason),

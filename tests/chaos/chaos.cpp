@@ -926,9 +926,8 @@ int Suite::run() {
     std::error_code ec;
     std::filesystem::copy_file(dir_ + "/pgrelay.log", saved,
                                std::filesystem::copy_options::overwrite_existing, ec);
-    say("chaos: FAILED (pgrelay log saved as " + (ec ? std::string("- (") + ec.message() + ")"
-                                                     : saved) +
-        ")");
+    say("chaos: FAILED (pgrelay log saved as " +
+        (ec ? std::string("- (") + ec.message() + ")" : saved) + ")");
   } else {
     say(ok ? "chaos: passed" : "chaos: FAILED (pgrelay log: " + dir_ + "/pgrelay.log)");
   }

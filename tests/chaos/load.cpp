@@ -318,9 +318,8 @@ void Load::check_read(Client& client) {
   const char* after = PQparameterStatus(client.conn, "pgrelay.commit_lsn");
   const std::string watermarks = watermark + " / " + (after != nullptr ? after : "");
   if (seen < client.last_committed) {
-    client.seen.stale.push_back(
-        {client.last_committed, seen, out.first_row[1], watermarks,
-         client.last_commit_at, Clock::now()});
+    client.seen.stale.push_back({client.last_committed, seen, out.first_row[1], watermarks,
+                                 client.last_commit_at, Clock::now()});
   }
 }
 

@@ -451,9 +451,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     [[nodiscard]] auto begin() { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
     [[nodiscard]] auto end() { return items_.end(); }
-    [[nodiscard]] auto begin() const {
-      return items_.begin() + static_cast<std::ptrdiff_t>(head_);
-    }
+    [[nodiscard]] auto begin() const { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
     [[nodiscard]] auto end() const { return items_.end(); }
 
    private:
