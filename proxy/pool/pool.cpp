@@ -456,8 +456,33 @@ void Pool::release(ServerPtr conn, bool reusable) {
   counters_.idle.fetch_add(1, std::memory_order_relaxed);
 }
 
+const ParamList* Pool::remembered_login(std::string_view key, Clock::time_point now) const {
+  for (const auto& login : logins_) {
+    if (login.key == key) return now - login.at < kLoginMemory ? &login.reported : nullptr;
+  }
+  return nullptr;
+}
+
+void Pool::remember_login(std::string_view key, const ParamList& reported, Clock::time_point now) {
+  auto it = std::find_if(logins_.begin(), logins_.end(),
+                         [&](const RememberedLogin& login) { return login.key == key; });
+  if (it == logins_.end()) {
+    if (logins_.size() < kLoginMemorySize) {
+      it = logins_.emplace(logins_.end());
+    } else {
+      it = std::min_element(
+          logins_.begin(), logins_.end(),
+          [](const RememberedLogin& a, const RememberedLogin& b) { return a.at < b.at; });
+    }
+    it->key = key;
+  }
+  it->reported = reported;
+  it->at = now;
+}
+
 void Pool::drain() {
   ++generation_;
+  logins_.clear();
   const auto count = idle_.size();
   for (auto& conn : idle_) {
     --total_;

@@ -453,6 +453,26 @@ awaitable<bool> Session::wait_while_paused() {
 
 void Session::resume_from_pause() { timer_.cancel(); }
 
+void Session::use_pool(int backend, const cluster::NodeStatus& node, bool for_login) {
+  if (server_pool_ != nullptr && server_pool_backend_ == backend) {
+    if (for_login) server_pool_->set_credential(credential_);
+    return;
+  }
+  const auto& cfg = *config_;
+  pool::PoolLimits limits;
+  const auto workers = std::max<std::size_t>(1, shared_.stats->workers().size());
+  limits.max_size = std::max<std::uint32_t>(
+      1, static_cast<std::uint32_t>((cfg.pool.max_size + workers - 1) / workers));
+  limits.min_idle = static_cast<std::uint32_t>((cfg.pool.min_idle + workers - 1) / workers);
+  limits.idle_timeout = std::chrono::milliseconds(cfg.pool.idle_timeout_ms);
+  limits.lifetime = std::chrono::milliseconds(cfg.pool.lifetime_ms);
+  limits.connect_timeout = std::chrono::milliseconds(cfg.limits.connect_timeout_ms);
+  pool::BackendAddress address{backend, node.name, node.host, node.port};
+  server_pool_ = &worker_.pools->get(address, database_, user_, limits);
+  server_pool_backend_ = backend;
+  server_pool_->set_credential(credential_);
+}
+
 awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_login, int backend) {
   if (shared_.paused.load(std::memory_order_acquire) && !co_await wait_while_paused()) {
     co_return pool::AcquireError{std::string(sqlstate::kAdminShutdown), "closing", {}, false};
@@ -470,22 +490,7 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
         target >= 0 ? &topology->nodes[static_cast<std::size_t>(target)] : nullptr;
     if (primary != nullptr && dedicated_ && attach_parked(target)) co_return std::nullopt;
     if (primary != nullptr) {
-      if (server_pool_ == nullptr || server_pool_backend_ != target) {
-        pool::PoolLimits limits;
-        const auto workers = std::max<std::size_t>(1, shared_.stats->workers().size());
-        limits.max_size = std::max<std::uint32_t>(
-            1, static_cast<std::uint32_t>((cfg.pool.max_size + workers - 1) / workers));
-        limits.min_idle = static_cast<std::uint32_t>((cfg.pool.min_idle + workers - 1) / workers);
-        limits.idle_timeout = std::chrono::milliseconds(cfg.pool.idle_timeout_ms);
-        limits.lifetime = std::chrono::milliseconds(cfg.pool.lifetime_ms);
-        limits.connect_timeout = std::chrono::milliseconds(cfg.limits.connect_timeout_ms);
-        pool::BackendAddress address{target, primary->name, primary->host, primary->port};
-        server_pool_ = &worker_.pools->get(address, database_, user_, limits);
-        server_pool_backend_ = target;
-        server_pool_->set_credential(credential_);
-      } else if (for_login) {
-        server_pool_->set_credential(credential_);
-      }
+      use_pool(target, *primary, for_login);
       auto result =
           co_await server_pool_->acquire(std::chrono::steady_clock::now() +
                                          std::chrono::milliseconds(cfg.pool.acquire_timeout_ms));
@@ -590,14 +595,9 @@ awaitable<std::optional<std::string>> Session::exchange(std::string_view sql) {
 }
 
 awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
-  if (auto error = co_await acquire_server(true)) {
-    close_reason_ = "no server connection";
-    worker_.counters->login_failures_total.fetch_add(1, std::memory_order_relaxed);
-    co_await send_fatal(error->sqlstate, error->message, error->detail);
-    co_return false;
-  }
   // The client's startup parameters become its session state.
   std::vector<std::pair<std::string, std::string>> wanted;
+  std::string login_key;
   for (const auto& [name, value] : startup.parameters) {
     if (name == "user" || name == "database" || name == "replication" ||
         name.starts_with("_pq_.")) {
@@ -608,6 +608,22 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
       continue;
     }
     wanted.emplace_back(name, value);
+  }
+  for (const auto& [name, value] : wanted) {
+    login_key.append(name).push_back('\0');
+    login_key.append(value).push_back('\0');
+  }
+  client_set_.clear();
+  for (const auto& [name, value] : wanted) {
+    if (!is_reported(name)) client_set_.set(name, value);
+  }
+  if (transaction_mode_ && !dedicated_ && co_await login_from_memory(login_key)) co_return true;
+
+  if (auto error = co_await acquire_server(true)) {
+    close_reason_ = "no server connection";
+    worker_.counters->login_failures_total.fetch_add(1, std::memory_order_relaxed);
+    co_await send_fatal(error->sqlstate, error->message, error->detail);
+    co_return false;
   }
   auto& server = *server_conn_;
   // Reported parameters: the client's value, else what the connection had right after its own
@@ -621,10 +637,6 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
     } else if (const std::string* initial = server.initial_reported.find(name)) {
       want_reported.set(name, *initial);
     }
-  }
-  client_set_.clear();
-  for (const auto& [name, value] : wanted) {
-    if (!is_reported(name)) client_set_.set(name, value);
   }
   const std::string text =
       pool::param_sync_sql(want_reported, client_set_, server.reported, server.set_values);
@@ -646,8 +658,40 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
   server.last_client = id_;
   server.last_client_version = params_version_;
   server.state_key = state_key();
+  if (transaction_mode_ && !dedicated_ && server_pool_ != nullptr) {
+    server_pool_->remember_login(login_key, client_reported_, std::chrono::steady_clock::now());
+  }
 
   client_key_ = shared_.cancels.add(CancelTarget{server.host, server.port, server.key});
+  if (!co_await send_login_answer()) {
+    detach(true);
+    co_return false;
+  }
+  if (transaction_mode_) detach(true);
+  co_return true;
+}
+
+awaitable<bool> Session::login_from_memory(const std::string& login_key) {
+  // Transaction mode: when an earlier client of this pool logged in with the same startup
+  // parameters, the server's answer is known (the parameters were accepted, and what the
+  // server reported), so no server connection is needed until the first transaction, which
+  // brings its connection to these parameters as every transaction does. While paused, or
+  // without a primary, the normal path waits.
+  if (shared_.paused.load(std::memory_order_acquire)) co_return false;
+  const auto topology = shared_.monitor->topology();
+  if (topology->primary < 0) co_return false;
+  const auto& primary = topology->nodes[static_cast<std::size_t>(topology->primary)];
+  use_pool(topology->primary, primary, true);
+  const auto* reported =
+      server_pool_->remembered_login(login_key, std::chrono::steady_clock::now());
+  if (reported == nullptr) co_return false;
+  client_reported_ = *reported;
+  ++params_version_;
+  client_key_ = shared_.cancels.add(CancelTarget{});
+  co_return co_await send_login_answer();
+}
+
+awaitable<bool> Session::send_login_answer() {
   out_.clear();
   protocol::append_authentication(out_, protocol::AuthCode::kOk);
   for (const auto& [name, value] : client_reported_.items()) {
@@ -656,12 +700,8 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
   protocol::append_backend_key_data(out_, *client_key_);
   protocol::append_ready_for_query(out_, TransactionStatus::kIdle);
   auto [ec, n] = co_await client_write(asio::buffer(out_));
-  if (ec) {
-    detach(true);
-    co_return false;
-  }
+  if (ec) co_return false;
   logged_in_ = true;
-  if (transaction_mode_) detach(true);
   co_return true;
 }
 

@@ -398,6 +398,12 @@ TEST(PoolAuthTest, PgBouncerUserlistWithCommentsAndBlankLinesWorksUnchanged) {
 // 5. Transaction pooling under pgbench
 // ------------------------------------------------------------------------------------------
 
+/// The number a counting query returns; 0 when it returns nothing (the connection failed).
+int count_of(PgConn& conn, const std::string& query) {
+  const std::string value = conn.value(query);
+  return value.empty() ? 0 : std::stoi(value);
+}
+
 TEST(PoolBenchTest, PgbenchWithMoreClientsThanServerConnections) {
   const auto& node1 = Cluster::get().node("node1");
   const auto init = run("PGPASSWORD=app pgbench -i -s 1 -q -h 127.0.0.1 -U app -p " +
@@ -423,7 +429,7 @@ TEST(PoolBenchTest, PgbenchWithMoreClientsThanServerConnections) {
       int most = 0;
       std::thread sampler([&] {
         while (!done) {
-          most = std::max(most, std::stoi("0" + watch.value(kCountAppBackends)));
+          most = std::max(most, count_of(watch, kCountAppBackends));
           std::this_thread::sleep_for(50ms);
         }
       });
@@ -442,7 +448,7 @@ TEST(PoolBenchTest, PgbenchWithMoreClientsThanServerConnections) {
     }
   }
   // Afterwards the pool keeps at most max_size connections, all idle.
-  const auto after = std::stoi("0" + watch.value(kCountAppBackends));
+  const auto after = count_of(watch, kCountAppBackends);
   EXPECT_GE(after, 1);
   EXPECT_LE(after, 4);
   EXPECT_EQ(watch.value(kCountAppBackends + " AND state <> 'idle'"), "0");
@@ -728,16 +734,15 @@ TEST(PoolLimitTest, ClientWaitsAcquireTimeoutThenGets53300) {
   const std::string expected =
       "53300: no server connection available for user \"app\" on database \"app\"";
   std::vector<std::unique_ptr<VerboseConn>> holders;
+  std::unique_ptr<VerboseConn> waiter;
   std::string failure;
   Clock::duration waited{};
   for (int attempt = 0; attempt < 12 && failure.empty(); ++attempt) {
     auto client = std::make_unique<VerboseConn>(proxy.conninfo());
-    if (!client->ok()) {
-      // Logging in takes a server connection too.
-      failure = client->error();
-      waited = client->login_time();
-      break;
-    }
+    // Each worker's first login took its pool's connection and remembered the answer: later
+    // logins with the same parameters need no server connection, even with none free.
+    ASSERT_TRUE(client->ok()) << "login " << attempt << ": " << client->error() << log_tail(proxy);
+    EXPECT_LT(client->login_time(), 500ms) << "login " << attempt << " waited for a server";
     for (const std::string query : {"BEGIN", "SELECT 1"}) {
       const auto started = Clock::now();
       const auto result = client->value(query);
@@ -747,22 +752,41 @@ TEST(PoolLimitTest, ClientWaitsAcquireTimeoutThenGets53300) {
         break;
       }
     }
-    if (failure.empty()) holders.push_back(std::move(client));
+    if (failure.empty()) {
+      holders.push_back(std::move(client));
+    } else {
+      waiter = std::move(client);
+    }
   }
   ASSERT_FALSE(failure.empty()) << holders.size() << " clients held transactions open, none waited"
                                 << log_tail(proxy);
   EXPECT_LE(holders.size(), 2U) << "more clients in transactions than server connections";
-  const bool at_login = failure.find("FATAL:  53300") != std::string::npos;
-  if (at_login) {
-    EXPECT_NE(failure.find("FATAL:  " + expected), std::string::npos) << failure;
-  } else {
-    EXPECT_NE(failure.find("ERROR: 53300 no server connection available for user \"app\" on "
-                           "database \"app\""),
-              std::string::npos)
-        << failure;
-  }
+  // The transaction that cannot get a connection ends the session (as the login would have).
+  EXPECT_NE(failure.find("FATAL:  " + expected), std::string::npos) << failure;
   EXPECT_GE(waited, 500ms) << failure;
   EXPECT_LT(waited, 3s) << failure;
+
+  // The remembered login gave the same ParameterStatus values as the server's own.
+  if (!holders.empty() && waiter) {
+    for (const char* name :
+         {"server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone",
+          "integer_datetimes", "standard_conforming_strings", "application_name"}) {
+      const char* first = PQparameterStatus(holders.front()->get(), name);
+      const char* later = PQparameterStatus(waiter->get(), name);
+      ASSERT_NE(first, nullptr) << name;
+      ASSERT_NE(later, nullptr) << name;
+      EXPECT_STREQ(first, later) << name;
+    }
+  }
+
+  // Startup parameters no earlier login had go to a server (which may refuse them), so with
+  // every connection taken that login waits and fails.
+  if (holders.size() == 2) {
+    VerboseConn other(proxy.conninfo() + " options='-c DateStyle=German'");
+    EXPECT_FALSE(other.ok());
+    EXPECT_NE(other.error().find("FATAL:  " + expected), std::string::npos) << other.error();
+    EXPECT_GE(other.login_time(), 500ms);
+  }
 
   // Once the transactions end, clients get in again.
   for (auto& holder : holders) EXPECT_EQ(holder->value("COMMIT"), "");
@@ -772,6 +796,11 @@ TEST(PoolLimitTest, ClientWaitsAcquireTimeoutThenGets53300) {
     ASSERT_TRUE(conn.ok()) << conn.error();
     EXPECT_EQ(conn.value("SELECT 'again'"), "again");
   }
+  // ... also with the new parameters, which the server now applies.
+  PgConn german(proxy.conninfo() + " options='-c DateStyle=German'");
+  ASSERT_TRUE(german.ok()) << german.error();
+  EXPECT_EQ(german.value("SHOW DateStyle"), "German, DMY");
+  EXPECT_STREQ(PQparameterStatus(german.conn, "DateStyle"), "German, DMY");
 }
 
 // ------------------------------------------------------------------------------------------

@@ -140,6 +140,15 @@ class Pool {
 
   /// The credential pgrelay logs in with from now on (the latest client's).
   void set_credential(Credential credential);
+
+  /// Transaction mode logs a client in without a server connection when an earlier client
+  /// of this pool logged in with the same startup parameters (`key`): the ParameterStatus
+  /// values that client was given. Forgotten after `kLoginMemory` and when the pool drains.
+  [[nodiscard]] const ParamList* remembered_login(std::string_view key,
+                                                  Clock::time_point now) const;
+  void remember_login(std::string_view key, const ParamList& reported, Clock::time_point now);
+  static constexpr std::chrono::seconds kLoginMemory{60};
+  static constexpr std::size_t kLoginMemorySize = 16;
   void set_limits(const PoolLimits& limits) { limits_ = limits; }
 
   /// Expires idle and old connections and opens connections up to min_idle.
@@ -175,6 +184,12 @@ class Pool {
   std::uint64_t generation_ = 0;
   std::uint64_t next_serial_ = 1;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  struct RememberedLogin {
+    std::string key;
+    ParamList reported;
+    Clock::time_point at;
+  };
+  std::vector<RememberedLogin> logins_;
 };
 
 /// Every pool of one worker, keyed by backend, database and user.

@@ -238,6 +238,13 @@ class Session : public std::enable_shared_from_this<Session> {
   void send_commit_lsn_query();
   net::asio::awaitable<std::optional<std::string>> exchange(std::string_view sql);
   net::asio::awaitable<bool> pooled_login(const protocol::StartupMessage& startup);
+  /// Transaction mode: logs the client in without a server connection when its pool remembers
+  /// a login with the same startup parameters (`login_key`); false: take the normal path.
+  net::asio::awaitable<bool> login_from_memory(const std::string& login_key);
+  /// AuthenticationOk, the client's ParameterStatus, BackendKeyData, ReadyForQuery.
+  net::asio::awaitable<bool> send_login_answer();
+  /// Makes the pool of (`backend`, database, user) the session's current one.
+  void use_pool(int backend, const cluster::NodeStatus& node, bool for_login);
   net::asio::awaitable<void> pooled_client_loop();
   net::asio::awaitable<void> server_reader_loop();
   net::asio::awaitable<void> server_reader(std::uint64_t attachment);
