@@ -1179,7 +1179,9 @@ awaitable<void> Session::pooled_client_loop() {
     }
     c2s_segments_.clear();
     c2s_extra_.clear();
-    if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes && server_conn_) {
+    if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes &&
+        config_->routing.read_write_split && server_conn_) {
+      // Without read splitting every read runs on the primary: no watermark is needed.
       const auto batch = classify_batch();
       batch_ends_tx_ =
           batch.query.ends_transaction || (tx_status_ == TransactionStatus::kIdle &&
