@@ -1037,6 +1037,15 @@ awaitable<bool> Session::defer_begin(const sql::QueryClass& query) {
   co_return true;
 }
 
+void Session::flush_pending_status() {
+  if (pending_commit_lsn_ == 0) return;
+  const std::size_t before = s2c_extra_.size();
+  protocol::append_parameter_status(s2c_extra_, "pgrelay.commit_lsn",
+                                    cluster::format_lsn(pending_commit_lsn_));
+  pending_commit_lsn_ = 0;
+  s2c_segments_.push_back({true, before, s2c_extra_.size() - before});
+}
+
 void Session::send_commit_lsn_query() {
   // Behind the client's last message: when the transaction has ended, this reads an LSN at or
   // after its commit record, and the client waits for nothing (its answer comes first).
@@ -1165,20 +1174,18 @@ awaitable<void> Session::pooled_client_loop() {
         break;
       }
       attach_started();
-      if (!deferred_begin_.empty() && server_conn_) {
-        // The BEGIN the client was told had run, ahead of its next messages.
-        protocol::ByteVector begin;
-        protocol::append_query(begin, deferred_begin_);
-        error_code ignored;
-        const auto sent = net::send_now(server_conn_->socket, asio::buffer(begin), ignored);
-        deferred_begin_.clear();
-        push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
-        block_opened_ahead_ = true;
-        if (ignored || sent != begin.size()) abandon_server("could not send: " + ignored.message());
-      }
     }
     c2s_segments_.clear();
     c2s_extra_.clear();
+    if (!deferred_begin_.empty() && server_conn_) {
+      // The BEGIN the client was told had run, in the same write as its next messages.
+      add_extra_start();
+      protocol::append_query(c2s_extra_, deferred_begin_);
+      add_extra_end();
+      deferred_begin_.clear();
+      push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
+      block_opened_ahead_ = true;
+    }
     if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes &&
         config_->routing.read_write_split && server_conn_) {
       // Without read splitting every read runs on the primary: no watermark is needed.
@@ -1878,6 +1885,7 @@ bool Session::process_server_messages() {
          type == BackendType::kRowDescription || type == BackendType::kNoticeResponse ||
          type == BackendType::kNotificationResponse || type == BackendType::kFunctionCallResponse);
     if (!complete && stream_ok) {
+      flush_pending_status();
       last_server_type_ = type;
       s2c_stream_forward_ = true;
       s2c_segments_.push_back({false, s2c_begin_, available});
@@ -1897,6 +1905,7 @@ bool Session::process_server_messages() {
       s2c_segments_.push_back({true, extra_before, s2c_extra_.size() - extra_before});
     }
     if (forward) {
+      flush_pending_status();
       auto& segments = s2c_segments_;
       if (!segments.empty() && !segments.back().extra &&
           segments.back().offset + segments.back().length == s2c_begin_) {
@@ -2038,8 +2047,8 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
         ryw_unknown_ = false;
         spdlog::debug("c{}: commit watermark {} from backend {}", id_,
                       cluster::format_lsn(head->lsn), backend_name_);
-        protocol::append_parameter_status(s2c_extra_, "pgrelay.commit_lsn",
-                                          cluster::format_lsn(head->lsn));
+        // Told with the client's next answer: no write (and no client wake-up) of its own.
+        pending_commit_lsn_ = head->lsn;
       }
       if (!internal) {
         tx_status_ = server_status_;

@@ -239,10 +239,19 @@ TEST_F(RoutingTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
   EXPECT_NE(from_standby, "1000") << "reads did not go to the paused standbys";
 
   // The watermark travels: the writer's pgrelay.commit_lsn, given to another connection.
+  const char* told = PQparameterStatus(writer.conn, "pgrelay.commit_lsn");
+  ASSERT_NE(told, nullptr) << "no pgrelay.commit_lsn ParameterStatus after 1000 writes";
+  const std::string before_write = told;
   ASSERT_EQ(writer.value("INSERT INTO ryw VALUES (5000)"), "");
-  ASSERT_EQ(writer.value("SELECT 1"), "1");  // the ParameterStatus follows the write's answer
+  // The new watermark is not sent on its own (no write, no client wake-up of its own): it comes
+  // ahead of the client's next answer.
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(PQconsumeInput(writer.conn), 1);
+  EXPECT_EQ(PQparameterStatus(writer.conn, "pgrelay.commit_lsn"), before_write);
+  ASSERT_EQ(writer.value("SELECT 1"), "1");
   const char* lsn = PQparameterStatus(writer.conn, "pgrelay.commit_lsn");
   ASSERT_NE(lsn, nullptr) << "no pgrelay.commit_lsn ParameterStatus";
+  EXPECT_NE(lsn, before_write) << "the write's watermark did not come with the next answer";
   PgConn carried(proxy.conninfo());
   ASSERT_TRUE(carried.ok()) << carried.error();
   EXPECT_EQ(carried.value(std::string("SET pgrelay.min_lsn = '") + lsn + "'"), "");

@@ -236,6 +236,9 @@ class Session : public std::enable_shared_from_this<Session> {
   /// Picks the backend for the transaction that starts with the waiting messages.
   routing::Decision route_transaction(const sql::QueryClass& query);
   void send_commit_lsn_query();
+  /// Puts the ParameterStatus pgrelay.commit_lsn still owed to the client ahead of the message
+  /// about to be forwarded to it.
+  void flush_pending_status();
   net::asio::awaitable<std::optional<std::string>> exchange(std::string_view sql);
   net::asio::awaitable<bool> pooled_login(const protocol::StartupMessage& startup);
   /// Transaction mode: logs the client in without a server connection when its pool remembers
@@ -508,6 +511,8 @@ class Session : public std::enable_shared_from_this<Session> {
   /// The deferred BEGIN went ahead on this connection and its ReadyForQuery has not come yet:
   /// the server is inside a block although server_status_ still says idle.
   bool block_opened_ahead_ = false;
+  /// A commit watermark read since the client's last answer, not told to it yet.
+  std::uint64_t pending_commit_lsn_ = 0;
   void count_active(bool active) {
     if (active == counted_active_) return;
     counted_active_ = active;
