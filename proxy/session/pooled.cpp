@@ -609,12 +609,10 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
     }
     wanted.emplace_back(name, value);
   }
+  client_set_.clear();
   for (const auto& [name, value] : wanted) {
     login_key.append(name).push_back('\0');
     login_key.append(value).push_back('\0');
-  }
-  client_set_.clear();
-  for (const auto& [name, value] : wanted) {
     if (!is_reported(name)) client_set_.set(name, value);
   }
   if (transaction_mode_ && !dedicated_ && co_await login_from_memory(login_key)) co_return true;
@@ -1077,7 +1075,8 @@ void Session::add_passthrough(std::size_t begin, std::size_t length) {
 
 awaitable<void> Session::pooled_client_loop() {
   // Buffers come from the worker while there is traffic and go back while the session idles
-  // (wait_for_client()), so an idle client holds no buffer.
+  // (the readiness wait below, and server_reader_loop() while detached), so an idle client
+  // holds no buffer.
   c2s_begin_ = c2s_end_ = 0;
   asio::co_spawn(
       client_.get_executor(),
@@ -1097,7 +1096,7 @@ awaitable<void> Session::pooled_client_loop() {
     if (c2s_begin_ == c2s_end_ && !server_conn_ && !tls_ && !has_login_leftover()) {
       // Nothing buffered and no server: wait for readability without a buffer, then read.
       c2s_begin_ = c2s_end_ = 0;
-      worker_.give_back(std::move(c2s_buffer_), kServerBufferSize);
+      worker_.give_back(std::move(c2s_buffer_), kClientBufferSize);
       c2s_buffer_ = {};
       std::tie(ec) = co_await client_.async_wait(net::tcp::socket::wait_read, kNoThrow);
       if (!ec) {

@@ -36,7 +36,6 @@ inline constexpr std::string_view kReportedSettable[] = {"application_name",
                                                          "default_transaction_read_only"};
 
 /// ASCII case-insensitive equality, as PostgreSQL compares parameter names.
-/// ASCII case-insensitive equality, as PostgreSQL compares parameter names.
 [[nodiscard]] inline bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i) {
