@@ -224,6 +224,12 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
   }
   w.family("pgrelay_client_connections", "gauge", "Client connections open now.");
   w.sample("pgrelay_client_connections", "", stats.client_connections.load());
+  w.family("pgrelay_clients_parked", "gauge",
+           "Client connections parked now: idle in transaction pooling past park_after_ms, "
+           "holding no buffers, timers or coroutines.");
+  w.sample("pgrelay_clients_parked", "", stats.clients_parked.load());
+  w.family("pgrelay_client_parks_total", "counter", "Times a client was parked.");
+  w.sample("pgrelay_client_parks_total", "", stats.client_parks_total.load());
   w.family("pgrelay_client_connections_total", "counter", "Client connections accepted.");
   w.sample("pgrelay_client_connections_total", "", connections);
   w.family("pgrelay_login_failures_total", "counter",

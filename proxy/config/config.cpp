@@ -266,7 +266,7 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
   if (const auto* t = r.section(root, "pool")) {
     r.check_keys(*t, "[pool]",
                  {"mode", "max_size", "min_idle", "idle_timeout_ms", "lifetime_ms",
-                  "acquire_timeout_ms", "reset_query", "max_prepared_statements"});
+                  "acquire_timeout_ms", "reset_query", "max_prepared_statements", "park_after_ms"});
     const int mode = r.choice(*t, "pool", "mode", {"session", "transaction"});
     if (mode == 1) config.pool.mode = PoolMode::kTransaction;
     r.integer(*t, "pool", "max_size", config.pool.max_size, 1, 100000);
@@ -277,6 +277,7 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
     r.string(*t, "pool", "reset_query", config.pool.reset_query, true);
     r.integer(*t, "pool", "max_prepared_statements", config.pool.max_prepared_statements, 1,
               1000000);
+    r.integer(*t, "pool", "park_after_ms", config.pool.park_after_ms, 0, kMaxMillis);
     if (config.pool.min_idle > config.pool.max_size) {
       r.error(t->get("min_idle")->source(), "pool.min_idle must not exceed pool.max_size (" +
                                                 std::to_string(config.pool.max_size) + ")");

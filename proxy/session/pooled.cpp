@@ -745,8 +745,7 @@ awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
                peer_, transaction_mode_ && !dedicated_ ? "transaction" : "session",
                config::to_string(config_->auth.method), tls_ ? " tls" : "");
   if (stopping_) request_stop();
-  co_await pooled_client_loop();
-  co_await end_pooled();
+  co_await serve_pooled();
 }
 
 awaitable<void> Session::end_pooled() {
@@ -1098,7 +1097,11 @@ awaitable<void> Session::pooled_client_loop() {
       c2s_begin_ = c2s_end_ = 0;
       worker_.give_back(std::move(c2s_buffer_), kClientBufferSize);
       c2s_buffer_ = {};
+      idle_waiting_ = true;
+      idle_since_ = std::chrono::steady_clock::now();
       std::tie(ec) = co_await client_.async_wait(net::tcp::socket::wait_read, kNoThrow);
+      idle_waiting_ = false;
+      if (parking_) break;  // park_if_idle(): the client goes on in a parked state (park.cpp)
       if (!ec) {
         c2s_buffer_ = worker_.take_buffer(kClientBufferSize);
         n = net::receive_now(client_, asio::buffer(c2s_buffer_), ec);
@@ -1112,8 +1115,15 @@ awaitable<void> Session::pooled_client_loop() {
       }
       n = take_login_leftover(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_);
       if (n == 0) {
+        client_reading_ = true;
         std::tie(ec, n) = co_await client_read_some(
             asio::buffer(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_));
+        client_reading_ = false;
+        if (parking_) {
+          if (n == 0) break;  // the read was cancelled by park_if_idle()
+          parking_ = false;   // the client's messages came first: go on with them
+          ec = {};
+        }
       }
     }
     if (ec) {
@@ -2166,6 +2176,7 @@ void Session::detach(bool reusable) {
   SPDLOG_TRACE("c{}: server connection (backend pid {}) {}", id_, server_conn_->key.process_id,
                reusable ? "returned" : "closed");
   ++attachment_;
+  idle_since_ = std::chrono::steady_clock::now();
   error_code ignored;
   server_conn_->socket.cancel(ignored);
   if (client_key_) shared_.cancels.update(*client_key_, CancelTarget{});

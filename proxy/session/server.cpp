@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/post.hpp>
 #include <future>
 #include <optional>
@@ -44,9 +45,11 @@ Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& m
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     sessions_.push_back(std::make_unique<WorkerSessions>());
     sessions_.back()->counters = &stats_.worker(i);
+    sessions_.back()->shared = &shared_;
     sessions_.back()->pools = std::make_unique<pool::WorkerPools>(
         workers_.context(i).get_executor(), stats_.worker(i).pool);
     maintenance_timers_.push_back(std::make_unique<asio::steady_timer>(workers_.context(i)));
+    park_timers_.push_back(std::make_unique<asio::steady_timer>(workers_.context(i)));
     acceptors_.push_back(std::make_unique<net::tcp::acceptor>(
         net::make_listener(workers_.context(i), config->listen.address, config->listen.port)));
   }
@@ -59,8 +62,12 @@ Server::~Server() {
   if (!destroyed_) {
     // Idle server connections close while their io_context exists; then the contexts go (with
     // any coroutine still queued) while the pools and sessions they reference still exist.
-    for (auto& sessions : sessions_) sessions->pools->close_all();
+    for (auto& sessions : sessions_) {
+      sessions->pools->close_all();
+      sessions->drop_parked();
+    }
     maintenance_timers_.clear();
+    park_timers_.clear();
     acceptors_.clear();
     workers_.destroy();
     destroyed_ = true;
@@ -81,10 +88,24 @@ asio::awaitable<void> Server::maintenance_loop(std::size_t worker) {
   }
 }
 
+asio::awaitable<void> Server::park_loop(std::size_t worker) {
+  auto& timer = *park_timers_[worker];
+  while (true) {
+    const std::chrono::milliseconds after(shared_.config.load()->pool.park_after_ms);
+    // Half the delay between looks: a client parks between 1 and 1.5 times park_after_ms idle.
+    timer.expires_after(
+        after.count() == 0 ? 1s : std::clamp<std::chrono::milliseconds>(after / 2, 10ms, 1s));
+    auto [ec] = co_await timer.async_wait(net::kNoThrow);
+    if (ec || sessions_[worker]->stopping) co_return;
+    if (after.count() > 0) sessions_[worker]->park_idle(after);
+  }
+}
+
 void Server::start() {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     asio::co_spawn(workers_.context(i), accept_loop(i), asio::detached);
     asio::co_spawn(workers_.context(i), maintenance_loop(i), asio::detached);
+    asio::co_spawn(workers_.context(i), park_loop(i), asio::detached);
   }
   workers_.start();
   const auto config = shared_.config.load();
@@ -155,10 +176,12 @@ void Server::shutdown(std::chrono::milliseconds timeout) {
     net::error_code ignored;
     acceptors_[i]->close(ignored);
     maintenance_timers_[i]->cancel();
+    park_timers_[i]->cancel();
     sessions_[i]->stopping = true;
     // Copy: request_stop never destroys a session synchronously, but stay safe.
     const std::vector<Session*> list(sessions_[i]->sessions.begin(), sessions_[i]->sessions.end());
     for (Session* s : list) s->request_stop();
+    sessions_[i]->stop_parked();  // each goes on in a session that tells its client
   });
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (client_count() > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -179,8 +202,12 @@ void Server::shutdown(std::chrono::milliseconds timeout) {
   }
   workers_.stop();
   workers_.join();
-  for (auto& sessions : sessions_) sessions->pools->close_all();
+  for (auto& sessions : sessions_) {
+    sessions->pools->close_all();
+    sessions->drop_parked();
+  }
   maintenance_timers_.clear();
+  park_timers_.clear();
   acceptors_.clear();
   workers_.destroy();
   destroyed_ = true;

@@ -34,10 +34,11 @@ using namespace detail;
 /// Largest server message buffered during login (they are a few bytes each: R, S, K, Z, E).
 constexpr std::uint32_t kMaxLoginServerMessage = 1024 * 1024;
 
-std::string endpoint_text(const tcp::socket& socket) {
+std::string endpoint_text(const tcp::socket& socket, bool& v6) {
   error_code ec;
   const auto ep = socket.remote_endpoint(ec);
   if (ec) return "?";
+  v6 = ep.address().is_v6();
   return ep.address().to_string() + ":" + std::to_string(ep.port());
 }
 
@@ -57,7 +58,7 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
       c2s_scanner_(config_->limits.max_message_bytes),
       // The limit protects pgrelay from its clients; results from the server are only streamed.
       s2c_scanner_(std::numeric_limits<std::uint32_t>::max()) {
-  peer_ = endpoint_text(client_);
+  peer_ = endpoint_text(client_, client_v6_);
   worker_.sessions.insert(this);
 }
 

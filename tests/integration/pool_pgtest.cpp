@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cluster_fixture.hpp"
+#include "prometheus_text.hpp"
 
 namespace pgrelay::test {
 namespace {
@@ -862,6 +863,109 @@ TEST(PoolSessionTest, ConnectionIsExclusiveAndCleanedForTheNextClient) {
 // ------------------------------------------------------------------------------------------
 // 11. Cancel
 // ------------------------------------------------------------------------------------------
+
+// ------------------------------------------------------------------------------------------
+// Parked clients ([pool] park_after_ms)
+// ------------------------------------------------------------------------------------------
+
+/// A value from the proxy's /metrics (nullopt when missing or the page is not valid).
+std::optional<double> metric(const Proxy& proxy, const std::string& name) {
+  const auto response = http_get(proxy.http_port(), "/metrics");
+  if (response.status != 200) return std::nullopt;
+  const auto exposition = parse_exposition(response.body);
+  if (!exposition.ok()) return std::nullopt;
+  return exposition.value(name);
+}
+
+/// Polls until the metric equals `value` (up to 5 s); returns whether it did.
+bool wait_metric(const Proxy& proxy, const std::string& name, double value) {
+  for (int i = 0; i < 250; ++i) {
+    if (metric(proxy, name) == value) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+TEST(PoolParkTest, ParkedClientKeepsParametersStatementsAndCancelKey) {
+  const auto userlist = write_userlist("userlist-park.txt", "\"app\" \"" + app_verifier() + "\"\n");
+  Proxy proxy(pooled_toml("scram-sha-256", userlist,
+                          "mode = \"transaction\"\nmax_size = 4\npark_after_ms = 20"));
+  PgConn conn(proxy.conninfo("application_name=before_park"));
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  ASSERT_EQ(conn.value("SET application_name = 'parked_app'"), "");
+  ASSERT_EQ(conn.value("SET work_mem = '7MB'"), "");
+  ASSERT_EQ(conn.value("PREPARE park_sql(int) AS SELECT $1 + 1"), "");
+  ASSERT_EQ(prepare(conn.conn, "park_proto", "SELECT $1::text || 'x'"), "");
+
+  // Idle past park_after_ms: parked, and no server connection is held for it.
+  ASSERT_TRUE(wait_metric(proxy, "pgrelay_clients_parked", 1)) << log_tail(proxy);
+  EXPECT_GE(metric(proxy, "pgrelay_client_parks_total").value_or(0), 1.0);
+  EXPECT_EQ(metric(proxy, "pgrelay_client_connections"), 1.0);
+
+  // Its next statements run with everything it set up before.
+  EXPECT_EQ(conn.value("SHOW work_mem"), "7MB");
+  EXPECT_EQ(conn.value("SHOW application_name"), "parked_app");
+  EXPECT_STREQ(PQparameterStatus(conn.conn, "application_name"), "parked_app");
+  EXPECT_EQ(conn.value("EXECUTE park_sql(41)"), "42");
+  EXPECT_EQ(exec_prepared(conn.conn, "park_proto", "a"), "ax");
+  EXPECT_EQ(metric(proxy, "pgrelay_clients_parked"), 0.0);
+
+  // Parked again, the cancel key it got at login still reaches its query.
+  ASSERT_TRUE(wait_metric(proxy, "pgrelay_clients_parked", 1)) << log_tail(proxy);
+  ASSERT_EQ(PQsendQuery(conn.conn, "SELECT pg_sleep(10)"), 1);
+  std::this_thread::sleep_for(300ms);
+  PGcancel* cancel = PQgetCancel(conn.conn);
+  char err[256];
+  EXPECT_EQ(PQcancel(cancel, err, sizeof err), 1) << err;
+  PQfreeCancel(cancel);
+  PGresult* res = PQgetResult(conn.conn);
+  ASSERT_NE(res, nullptr);
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  EXPECT_STREQ(state ? state : "", "57014") << PQresultErrorMessage(res);
+  PQclear(res);
+  while ((res = PQgetResult(conn.conn)) != nullptr) PQclear(res);
+  EXPECT_EQ(conn.value("SELECT 'after cancel'"), "after cancel");
+
+  // A parked client that goes away is counted out.
+  ASSERT_TRUE(wait_metric(proxy, "pgrelay_clients_parked", 1)) << log_tail(proxy);
+  PQfinish(conn.conn);
+  conn.conn = nullptr;
+  EXPECT_TRUE(wait_metric(proxy, "pgrelay_client_connections", 0)) << log_tail(proxy);
+  EXPECT_EQ(metric(proxy, "pgrelay_clients_parked"), 0.0);
+}
+
+TEST(PoolParkTest, ManyParkedClientsWakeAndAParkedClientIsToldAtShutdown) {
+  const auto userlist = write_userlist("userlist-park2.txt", "\"app\" \"app\"\n");
+  Proxy proxy(
+      pooled_toml("trust", userlist, "mode = \"transaction\"\nmax_size = 2\npark_after_ms = 20"));
+  std::vector<std::unique_ptr<PgConn>> clients;
+  for (int i = 0; i < 40; ++i) {
+    clients.push_back(std::make_unique<PgConn>(proxy.conninfo()));
+    ASSERT_TRUE(clients.back()->ok()) << clients.back()->error();
+    ASSERT_EQ(clients.back()->value("SET statement_timeout = " + std::to_string(1001 + i)), "");
+  }
+  ASSERT_TRUE(wait_metric(proxy, "pgrelay_clients_parked", 40)) << log_tail(proxy);
+  // Each wakes with its own setting, however the pool's two connections are shared.
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 40; ++i) {
+      EXPECT_EQ(clients[static_cast<std::size_t>(i)]->value("SHOW statement_timeout"),
+                std::to_string(1001 + i) + "ms");
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(wait_metric(proxy, "pgrelay_clients_parked", 40)) << log_tail(proxy);
+
+  // SIGTERM: parked clients are idle clients: told (57P01) and closed at once.
+  const auto started = Clock::now();
+  EXPECT_EQ(proxy.stop(SIGTERM), 0);
+  EXPECT_LT(Clock::now() - started, 5s);
+  PGresult* res = PQexec(clients[0]->conn, "SELECT 1");
+  EXPECT_NE(PQresultStatus(res), PGRES_TUPLES_OK);
+  const std::string message = PQerrorMessage(clients[0]->conn);
+  PQclear(res);
+  EXPECT_NE(message.find("terminating connection due to administrator command"), std::string::npos)
+      << message;
+}
 
 TEST(PoolCancelTest, CancelStopsTheQueryInTransactionMode) {
   const auto userlist =

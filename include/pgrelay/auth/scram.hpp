@@ -146,6 +146,7 @@ class ScramServer {
 struct ScramClientKeys {
   ScramKey client_key{};
   std::optional<ScramKey> server_key;
+  friend bool operator==(const ScramClientKeys&, const ScramClientKeys&) = default;
 };
 
 /// What `ScramClient` logs in with: a plain password or pass-through keys.

@@ -35,6 +35,9 @@ struct PoolSettings {
   std::uint32_t acquire_timeout_ms = 30000;      ///< a client waits this long for a connection
   std::string reset_query = "DISCARD ALL";       ///< session mode: run when a client gives one back
   std::uint32_t max_prepared_statements = 1000;  ///< per server connection (transaction mode)
+  /// Transaction mode: a client idle this long without a server connection is parked (its
+  /// session shrinks to what its next transaction needs); 0 never parks.
+  std::uint32_t park_after_ms = 20;
 };
 
 enum class AuthMethod { kScramSha256, kMd5, kTrust };

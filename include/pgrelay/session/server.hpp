@@ -74,6 +74,8 @@ class Server {
  private:
   net::asio::awaitable<void> accept_loop(std::size_t worker);
   net::asio::awaitable<void> maintenance_loop(std::size_t worker);
+  /// Parks the worker's idle transaction-pooling clients ([pool] park_after_ms).
+  net::asio::awaitable<void> park_loop(std::size_t worker);
   /// Runs `fn` on every worker's thread and waits until all have run it.
   template <typename Fn>
   void on_each_worker(Fn fn);
@@ -84,6 +86,7 @@ class Server {
   std::vector<std::unique_ptr<WorkerSessions>> sessions_;
   std::vector<std::unique_ptr<net::tcp::acceptor>> acceptors_;
   std::vector<std::unique_ptr<net::asio::steady_timer>> maintenance_timers_;
+  std::vector<std::unique_ptr<net::asio::steady_timer>> park_timers_;
   bool destroyed_ = false;
   std::mutex switchover_mutex_;
   net::asio::thread_pool control_pool_{1};

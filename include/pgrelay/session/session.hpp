@@ -16,6 +16,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/thread_pool.hpp>
 
 #include "pgrelay/auth/auth_query.hpp"
@@ -101,8 +102,77 @@ class StatementRegistry {
 };
 
 /// The sessions of one worker; touched only on that worker's thread.
+/// What clients that logged in alike share while parked: the configuration they started under,
+/// user, database, the credential for server logins and the parameters reported at login.
+struct LoginProfile {
+  std::shared_ptr<const config::Config> config;
+  std::string user;
+  std::string database;
+  pool::Credential credential;
+  pool::ParamList reported;
+};
+
+/// Parked state that most clients do not have.
+struct ParkedExtras {
+  pool::ParamList client_set;
+  std::unordered_map<std::string, std::shared_ptr<Statement>> statements;
+  std::unordered_map<std::string, std::shared_ptr<Statement>> sql_statements;
+};
+
+/// A transaction-pooling client idle past [pool] park_after_ms: its socket and what its next
+/// transaction needs, without the session's buffers, timers and coroutine frames. The socket
+/// leaves Asio for the worker's own epoll set of parked clients; when it becomes readable a new
+/// session takes it (Session::unpark()). See Session::park_if_idle() for when a client parks.
+struct ParkedClient {
+  std::shared_ptr<const LoginProfile> profile;
+  std::unique_ptr<ParkedExtras> extras;  ///< null when it would be empty
+  std::chrono::steady_clock::time_point started;
+  std::uint64_t id = 0;
+  std::uint64_t params_version = 0;
+  std::uint64_t ryw_lsn = 0;
+  std::uint64_t pending_commit_lsn = 0;
+  std::optional<protocol::BackendKeyData> client_key;
+  int fd = -1;
+  bool v6 = false;
+  bool ryw_unknown = false;
+  bool unnamed_may_commit = false;
+  ParkedClient* prev = nullptr;
+  ParkedClient* next = nullptr;
+};
+
 struct WorkerSessions {
+  WorkerSessions() = default;
+  WorkerSessions(const WorkerSessions&) = delete;
+  WorkerSessions& operator=(const WorkerSessions&) = delete;
+  ~WorkerSessions() { drop_parked(); }  // (Server calls it first, while the reactor exists)
+
+  Shared* shared = nullptr;
   std::unordered_set<Session*> sessions;
+  /// Parked clients (a list through ParkedClient::prev/next, owned here).
+  ParkedClient* parked = nullptr;
+  std::vector<std::weak_ptr<const LoginProfile>> profiles;
+  /// A profile with these values, shared with clients parked with the same, or a new one.
+  std::shared_ptr<const LoginProfile> intern(const std::shared_ptr<const config::Config>& config,
+                                             const std::string& user, const std::string& database,
+                                             const pool::Credential& credential,
+                                             const pool::ParamList& reported);
+  /// Takes `client` (its fd already out of Asio) and waits for it to send something; false
+  /// when it cannot be watched (the caller still owns it then).
+  bool park(std::unique_ptr<ParkedClient>& client, const net::asio::any_io_executor& executor);
+  /// Graceful stop: every parked client goes on in a session, which tells it (FATAL 57P01).
+  void stop_parked();
+  /// Closes parked clients without a word (the worker's io_context is about to go).
+  void drop_parked();
+  /// Parks sessions idle since before now - `after`.
+  void park_idle(std::chrono::steady_clock::duration after);
+  /// Unlinks `client` from `parked` and its fd from the epoll set.
+  std::unique_ptr<ParkedClient> unlink_parked(ParkedClient* client);
+  void watch_parked();
+  int park_epoll = -1;  ///< the epoll set of parked clients' sockets
+  std::unique_ptr<net::asio::posix::stream_descriptor> park_watch;  ///< Asio's view of park_epoll
+  bool park_watching = false;
+  bool trim_pending = false;
+  std::chrono::steady_clock::time_point last_trim{};
   stats::WorkerCounters* counters = nullptr;
   std::unique_ptr<pool::WorkerPools> pools;
   StatementRegistry statements;
@@ -135,12 +205,22 @@ struct WorkerSessions {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(Shared& shared, WorkerSessions& worker, net::tcp::socket socket);
+  /// A session for a parked client that became readable (or must be told the server stops).
+  Session(Shared& shared, WorkerSessions& worker, const net::asio::any_io_executor& executor,
+          ParkedClient&& parked);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   /// Runs the session on the socket's executor until it ends.
   static void start(const std::shared_ptr<Session>& session);
+  /// Goes on with a parked client in a new session.
+  static void unpark(Shared& shared, WorkerSessions& worker,
+                     const net::asio::any_io_executor& executor,
+                     std::unique_ptr<ParkedClient> parked);
+  /// Parks the session when it has waited for its client, with nothing else to do, since before
+  /// `since`. The session ends soon after; its client continues in unpark().
+  bool park_if_idle(std::chrono::steady_clock::time_point since);
 
   /// Graceful stop: an idle client is told the server is shutting down and closed at once; a
   /// client inside a transaction (or with a query running) is closed when it becomes idle.
@@ -252,6 +332,9 @@ class Session : public std::enable_shared_from_this<Session> {
   net::asio::awaitable<void> server_reader_loop();
   net::asio::awaitable<void> server_reader(std::uint64_t attachment);
   net::asio::awaitable<void> end_pooled();
+  /// The pooled client loop, then the end of the session or its parking.
+  net::asio::awaitable<void> serve_pooled();
+  void park();
   net::asio::awaitable<bool> answer_prepare_locally();
   void attach_started();
   void process_client_messages();
@@ -513,6 +596,14 @@ class Session : public std::enable_shared_from_this<Session> {
   bool block_opened_ahead_ = false;
   /// A commit watermark read since the client's last answer, not told to it yet.
   std::uint64_t pending_commit_lsn_ = 0;
+  /// Waiting for the client to send: for readability with nothing buffered (idle_waiting_) or
+  /// in a read (client_reading_), idle since idle_since_ (the wait's start or the server
+  /// connection's release, whichever is later). park_if_idle() looks at these.
+  bool idle_waiting_ = false;
+  bool client_reading_ = false;
+  bool parking_ = false;
+  bool client_v6_ = false;  ///< the client's address family (a parked socket needs it back)
+  std::chrono::steady_clock::time_point idle_since_{};
   void count_active(bool active) {
     if (active == counted_active_) return;
     counted_active_ = active;

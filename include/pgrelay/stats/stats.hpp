@@ -84,6 +84,8 @@ class Stats {
   [[nodiscard]] std::size_t backend_count() const { return backend_count_; }
 
   std::atomic<std::int64_t> client_connections{0};
+  std::atomic<std::int64_t> clients_parked{0};  ///< of those, parked (idle, transaction mode)
+  std::atomic<std::uint64_t> client_parks_total{0};
 
  private:
   std::vector<WorkerCounters> workers_;

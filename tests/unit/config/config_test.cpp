@@ -429,7 +429,7 @@ TEST(ConfigPool, PoolKeysAreRead) {
   const LoadResult result = parse_config(
       "[pool]\nmode = \"transaction\"\nmax_size = 7\nmin_idle = 2\nidle_timeout_ms = 1000\n"
       "lifetime_ms = 2000\nacquire_timeout_ms = 300\nreset_query = \"\"\n"
-      "max_prepared_statements = 50\n[auth]\nmethod = \"trust\"\n" +
+      "max_prepared_statements = 50\npark_after_ms = 250\n[auth]\nmethod = \"trust\"\n" +
           std::string(kBackend),
       "pgrelay.toml");
   ASSERT_TRUE(result.errors.empty()) << Formatted(result);
@@ -442,6 +442,7 @@ TEST(ConfigPool, PoolKeysAreRead) {
   EXPECT_EQ(pool.acquire_timeout_ms, 300u);
   EXPECT_EQ(pool.reset_query, "");
   EXPECT_EQ(pool.max_prepared_statements, 50u);
+  EXPECT_EQ(pool.park_after_ms, 250u);
   EXPECT_TRUE(result.config->auth.enabled);
 }
 
