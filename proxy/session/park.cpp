@@ -78,7 +78,17 @@ void Session::unpark(Shared& shared, WorkerSessions& worker,
                      std::unique_ptr<ParkedClient> parked) {
   shared.stats->clients_parked.fetch_sub(1, std::memory_order_relaxed);
   // The socket goes back to Asio (registered again with the worker's reactor).
-  auto session = std::make_shared<Session>(shared, worker, executor, std::move(*parked));
+  std::shared_ptr<Session> session;
+  try {
+    session = std::make_shared<Session>(shared, worker, executor, std::move(*parked));
+  } catch (const std::exception& e) {
+    // The socket could not be registered (the constructor throws before taking anything).
+    spdlog::warn("c{}: closed: a parked client could not go on: {}", parked->id, e.what());
+    if (parked->client_key) shared.cancels.remove(*parked->client_key);
+    shared.stats->client_connections.fetch_sub(1, std::memory_order_relaxed);
+    ::close(parked->fd);
+    return;
+  }
   parked.reset();
   SPDLOG_TRACE("c{}: unparked", session->id_);
   if (worker.stopping) session->request_stop();
