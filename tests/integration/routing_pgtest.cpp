@@ -252,6 +252,10 @@ TEST_F(RoutingTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
   const char* lsn = PQparameterStatus(writer.conn, "pgrelay.commit_lsn");
   ASSERT_NE(lsn, nullptr) << "no pgrelay.commit_lsn ParameterStatus";
   EXPECT_NE(lsn, before_write) << "the write's watermark did not come with the next answer";
+  // The 300 ms idle parked the writer ([pool] park_after_ms): its watermark went with it.
+  const auto parks = http_get(proxy.http_port(), "/metrics").body;
+  EXPECT_EQ(parks.find("pgrelay_client_parks_total 0\n"), std::string::npos) << "never parked";
+  EXPECT_EQ(writer.value("SELECT max(v) FROM ryw"), "5000") << "stale read after parking";
   PgConn carried(proxy.conninfo());
   ASSERT_TRUE(carried.ok()) << carried.error();
   EXPECT_EQ(carried.value(std::string("SET pgrelay.min_lsn = '") + lsn + "'"), "");
