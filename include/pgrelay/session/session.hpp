@@ -101,7 +101,6 @@ class StatementRegistry {
   std::uint64_t next_id_ = 1;
 };
 
-/// The sessions of one worker; touched only on that worker's thread.
 /// What clients that logged in alike share while parked: the configuration they started under,
 /// user, database, the credential for server logins and the parameters reported at login.
 struct LoginProfile {
@@ -140,6 +139,7 @@ struct ParkedClient {
   ParkedClient* next = nullptr;
 };
 
+/// The sessions of one worker; touched only on that worker's thread.
 struct WorkerSessions {
   WorkerSessions() = default;
   WorkerSessions(const WorkerSessions&) = delete;
