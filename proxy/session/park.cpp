@@ -92,16 +92,7 @@ void Session::unpark(Shared& shared, WorkerSessions& worker,
   parked.reset();
   SPDLOG_TRACE("c{}: unparked", session->id_);
   if (worker.stopping) session->request_stop();
-  asio::co_spawn(
-      session->client_.get_executor(),
-      [self = session]() -> awaitable<void> {
-        try {
-          co_await self->serve_pooled();
-        } catch (const std::exception& e) {
-          spdlog::error("c{}: internal error: {}", self->id_, e.what());
-        }
-      },
-      asio::detached);
+  start(session, &Session::serve_pooled);
 }
 
 bool Session::park_if_idle(std::chrono::steady_clock::time_point since) {

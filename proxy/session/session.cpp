@@ -92,12 +92,12 @@ Session::~Session() {
   }
 }
 
-void Session::start(const std::shared_ptr<Session>& session) {
+void Session::start(const std::shared_ptr<Session>& session, awaitable<void> (Session::*entry)()) {
   asio::co_spawn(
       session->client_.get_executor(),
-      [self = session]() -> awaitable<void> {
+      [self = session, entry]() -> awaitable<void> {
         try {
-          co_await self->run();
+          co_await ((*self).*entry)();
         } catch (const std::exception& e) {
           // No exception may end the process; one that escapes is a bug worth a loud line.
           spdlog::error("c{}: internal error: {}", self->id_, e.what());

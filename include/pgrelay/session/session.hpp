@@ -212,8 +212,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  /// Runs the session on the socket's executor until it ends.
-  static void start(const std::shared_ptr<Session>& session);
+  /// Runs the session on the socket's executor until it ends (from login, or for an unparked
+  /// client from its next message).
+  static void start(const std::shared_ptr<Session>& session,
+                    net::asio::awaitable<void> (Session::*entry)() = &Session::run);
   /// Goes on with a parked client in a new session.
   static void unpark(Shared& shared, WorkerSessions& worker,
                      const net::asio::any_io_executor& executor,
