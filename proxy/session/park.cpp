@@ -102,11 +102,13 @@ bool Session::park_if_idle(std::chrono::steady_clock::time_point since) {
   }
   // Only a client whose next transaction starts from nothing but the state kept in
   // ParkedClient: transaction pooling, no TLS stream, no server connection (held, parked or
-  // pinned), outside any transaction, nothing half-read or owed.
-  if (!transaction_mode_ || dedicated_ || pinned_ || tls_ || server_conn_ || !parked_.empty() ||
-      tx_status_ != protocol::TransactionStatus::kIdle || lost_tx_ != LostTx::kNone ||
-      lost_skipping_ || !deferred_begin_.empty() || !readback_.empty() || !slots_.empty() ||
-      has_login_leftover() || c2s_begin_ != c2s_end_ || c2s_stream_left_ != 0 || final_error_) {
+  // pinned), outside any transaction, nothing half-read, owed or still being written to it
+  // (the last answer can still be on its way after the server connection went back).
+  if (s2c_writing_ || c2s_writing_ || !transaction_mode_ || dedicated_ || pinned_ || tls_ ||
+      server_conn_ || !parked_.empty() || tx_status_ != protocol::TransactionStatus::kIdle ||
+      lost_tx_ != LostTx::kNone || lost_skipping_ || !deferred_begin_.empty() ||
+      !readback_.empty() || !slots_.empty() || has_login_leftover() || c2s_begin_ != c2s_end_ ||
+      c2s_stream_left_ != 0 || final_error_) {
     return false;
   }
   parking_ = true;  // pooled_client_loop() returns from its wait or read (see there)
