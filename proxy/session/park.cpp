@@ -36,18 +36,8 @@ constexpr std::size_t kSparesAfterParking = 8;
 
 Session::Session(Shared& shared, WorkerSessions& worker, const net::asio::any_io_executor& executor,
                  ParkedClient&& parked)
-    : shared_(shared),
-      worker_(worker),
-      config_(parked.profile->config),
-      id_(parked.id),
-      started_(parked.started),
-      client_(executor, parked.v6 ? net::tcp::v6() : net::tcp::v4(), parked.fd),
-      server_(client_.get_executor()),
-      watchdog_(client_.get_executor()),
-      timer_(client_.get_executor()),
-      reader_signal_(client_.get_executor()),
-      c2s_scanner_(config_->limits.max_message_bytes),
-      s2c_scanner_(std::numeric_limits<std::uint32_t>::max()) {
+    : Session(shared, worker, parked.profile->config, parked.id, parked.started,
+              net::tcp::socket(executor, parked.v6 ? net::tcp::v6() : net::tcp::v4(), parked.fd)) {
   const LoginProfile& profile = *parked.profile;
   user_ = profile.user;
   database_ = profile.database;
@@ -70,7 +60,6 @@ Session::Session(Shared& shared, WorkerSessions& worker, const net::asio::any_io
   logged_in_ = true;
   pooled_ = true;
   transaction_mode_ = true;
-  worker_.sessions.insert(this);
 }
 
 void Session::unpark(Shared& shared, WorkerSessions& worker,
@@ -95,10 +84,9 @@ void Session::unpark(Shared& shared, WorkerSessions& worker,
   start(session, &Session::serve_pooled);
 }
 
-bool Session::park_if_idle(std::chrono::steady_clock::time_point since) {
-  if (!(idle_waiting_ || client_reading_) || idle_since_ > since || parking_ || closing_ ||
-      stopping_) {
-    return false;
+std::optional<std::chrono::steady_clock::time_point> Session::parkable_since() const {
+  if (!(idle_waiting_ || client_reading_) || parking_ || closing_ || stopping_) {
+    return std::nullopt;
   }
   // Only a client whose next transaction starts from nothing but the state kept in
   // ParkedClient: transaction pooling, no TLS stream, no server connection (held, parked or
@@ -109,12 +97,15 @@ bool Session::park_if_idle(std::chrono::steady_clock::time_point since) {
       lost_tx_ != LostTx::kNone || lost_skipping_ || !deferred_begin_.empty() ||
       !readback_.empty() || !slots_.empty() || has_login_leftover() || c2s_begin_ != c2s_end_ ||
       c2s_stream_left_ != 0 || final_error_) {
-    return false;
+    return std::nullopt;
   }
+  return idle_since_;
+}
+
+void Session::start_parking() {
   parking_ = true;  // pooled_client_loop() returns from its wait or read (see there)
   error_code ignored;
   client_.cancel(ignored);
-  return true;
 }
 
 awaitable<void> Session::serve_pooled() {
@@ -280,12 +271,23 @@ void WorkerSessions::drop_parked() {
   park_epoll = -1;
 }
 
-void WorkerSessions::park_idle(std::chrono::steady_clock::duration after) {
+std::optional<std::chrono::steady_clock::time_point> WorkerSessions::park_idle(
+    std::chrono::steady_clock::duration after) {
   const auto now = std::chrono::steady_clock::now();
   const auto since = now - after;
-  // park_if_idle() only cancels waits: no session ends (or leaves `sessions`) while this runs.
+  // start_parking() only cancels waits: no session ends (or leaves `sessions`) while this runs.
   std::size_t parking = 0;
-  for (Session* s : sessions) parking += s->park_if_idle(since) ? 1 : 0;
+  auto next = now + after;
+  for (Session* s : sessions) {
+    const auto idle = s->parkable_since();
+    if (!idle) continue;
+    if (*idle <= since) {
+      s->start_parking();
+      ++parking;
+    } else {
+      next = std::min(next, *idle + after);
+    }
+  }
   if (parking >= 64) trim_pending = true;
   if (trim_pending && parking == 0 && now - last_trim > std::chrono::seconds(1)) {
     // Many sessions just ended for parking: keep a few of the buffers they gave back and return
@@ -295,6 +297,8 @@ void WorkerSessions::park_idle(std::chrono::steady_clock::duration after) {
     if (spare_buffers.size() > kSparesAfterParking) spare_buffers.resize(kSparesAfterParking);
     ::malloc_trim(0);
   }
+  if (sessions.empty() && !trim_pending) return std::nullopt;
+  return next;
 }
 
 }  // namespace pgrelay::session

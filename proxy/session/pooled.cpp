@@ -1101,7 +1101,7 @@ awaitable<void> Session::pooled_client_loop() {
       idle_since_ = std::chrono::steady_clock::now();
       std::tie(ec) = co_await client_.async_wait(net::tcp::socket::wait_read, kNoThrow);
       idle_waiting_ = false;
-      if (parking_) break;  // park_if_idle(): the client goes on in a parked state (park.cpp)
+      if (parking_) break;  // start_parking(): the client goes on in a parked state (park.cpp)
       if (!ec) {
         c2s_buffer_ = worker_.take_buffer(kClientBufferSize);
         n = net::receive_now(client_, asio::buffer(c2s_buffer_), ec);
@@ -1120,7 +1120,7 @@ awaitable<void> Session::pooled_client_loop() {
             asio::buffer(c2s_buffer_.data() + c2s_end_, c2s_buffer_.size() - c2s_end_));
         client_reading_ = false;
         if (parking_) {
-          if (n == 0) break;  // the read was cancelled by park_if_idle()
+          if (n == 0) break;  // the read was cancelled by start_parking()
           parking_ = false;   // the client's messages came first: go on with them
           ec = {};
         }

@@ -65,6 +65,7 @@ Server::~Server() {
     for (auto& sessions : sessions_) {
       sessions->pools->close_all();
       sessions->drop_parked();
+      sessions->park_timer = nullptr;
     }
     maintenance_timers_.clear();
     park_timers_.clear();
@@ -90,15 +91,22 @@ asio::awaitable<void> Server::maintenance_loop(std::size_t worker) {
 
 asio::awaitable<void> Server::park_loop(std::size_t worker) {
   auto& timer = *park_timers_[worker];
+  auto& sessions = *sessions_[worker];
+  sessions.park_timer = &timer;
   while (true) {
     const std::chrono::milliseconds after(shared_.config.load()->pool.park_after_ms);
-    // Half the delay between looks: a client parks between 1 and 1.5 times park_after_ms idle.
-    timer.expires_after(
-        after.count() == 0 ? 1s : std::clamp<std::chrono::milliseconds>(after / 2, 10ms, 1s));
+    const auto now = std::chrono::steady_clock::now();
+    std::optional<std::chrono::steady_clock::time_point> next;
+    if (after.count() > 0) next = sessions.park_idle(after);
+    // A worker without sessions (or with parking off) looks once a second, or when a session
+    // starts (WorkerSessions::session_added()); otherwise when the next client is due, at most
+    // 100 times a second.
+    sessions.park_sleeping_long = !next;
+    timer.expires_at(next ? std::max(*next, now + 10ms) : now + 1s);
     auto [ec] = co_await timer.async_wait(net::kNoThrow);
-    if (ec || sessions_[worker]->stopping) co_return;
-    if (after.count() > 0) sessions_[worker]->park_idle(after);
+    if (sessions.stopping || (ec && ec != asio::error::operation_aborted)) break;
   }
+  sessions.park_timer = nullptr;
 }
 
 void Server::start() {
@@ -205,6 +213,7 @@ void Server::shutdown(std::chrono::milliseconds timeout) {
   for (auto& sessions : sessions_) {
     sessions->pools->close_all();
     sessions->drop_parked();
+    sessions->park_timer = nullptr;
   }
   maintenance_timers_.clear();
   park_timers_.clear();

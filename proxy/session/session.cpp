@@ -44,12 +44,14 @@ std::string endpoint_text(const tcp::socket& socket, bool& v6) {
 
 }  // namespace
 
-Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
+Session::Session(Shared& shared, WorkerSessions& worker,
+                 std::shared_ptr<const config::Config> config, std::uint64_t id,
+                 std::chrono::steady_clock::time_point started, tcp::socket socket)
     : shared_(shared),
       worker_(worker),
-      config_(shared.config.load()),
-      id_(shared.next_id.fetch_add(1, std::memory_order_relaxed)),
-      started_(std::chrono::steady_clock::now()),
+      config_(std::move(config)),
+      id_(id),
+      started_(started),
       client_(std::move(socket)),
       server_(client_.get_executor()),
       watchdog_(client_.get_executor()),
@@ -58,8 +60,15 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
       c2s_scanner_(config_->limits.max_message_bytes),
       // The limit protects pgrelay from its clients; results from the server are only streamed.
       s2c_scanner_(std::numeric_limits<std::uint32_t>::max()) {
-  peer_ = endpoint_text(client_, client_v6_);
   worker_.sessions.insert(this);
+  worker_.session_added();
+}
+
+Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
+    : Session(shared, worker, shared.config.load(),
+              shared.next_id.fetch_add(1, std::memory_order_relaxed),
+              std::chrono::steady_clock::now(), std::move(socket)) {
+  peer_ = endpoint_text(client_, client_v6_);
 }
 
 protocol::ByteVector WorkerSessions::take_buffer(std::size_t size) {

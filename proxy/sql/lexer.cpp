@@ -360,11 +360,6 @@ char unicode_escape_char(const Token& token, std::string_view sql) {
 
 }  // namespace
 
-std::string_view Token::text(std::string_view sql) const {
-  if (begin >= sql.size() || end <= begin) return {};
-  return sql.substr(begin, end - begin);
-}
-
 Lexer::Lexer(std::string_view sql, LexerOptions options)
     : sql_(sql.substr(0, kMaxText)), options_(options) {}
 
@@ -378,14 +373,6 @@ Token Lexer::next() {
   const Scanned scanned = scan_token(sql_, begin, options_);
   pos_ = std::min(scanned.end, sql_.size());
   return Token{scanned.kind, static_cast<std::uint32_t>(begin), static_cast<std::uint32_t>(pos_)};
-}
-
-bool is_word(const Token& token, std::string_view sql, std::string_view lower_keyword) {
-  if (token.kind != TokenKind::kWord) return false;
-  const std::string_view text = token.text(sql);
-  return text.size() == lower_keyword.size() &&
-         std::equal(text.begin(), text.end(), lower_keyword.begin(),
-                    [](char a, char b) { return ascii_lower(a) == b; });
 }
 
 std::string identifier_value(const Token& token, std::string_view sql) {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -20,7 +19,8 @@ bool is_name(const Token& token) {
 }
 
 bool is_punctuation(const Token& token, std::string_view sql, char c) {
-  return token.kind == TokenKind::kPunctuation && token.text(sql) == std::string_view(&c, 1);
+  return token.kind == TokenKind::kPunctuation && token.end - token.begin == 1 &&
+         token.begin < sql.size() && sql[token.begin] == c;
 }
 
 char ascii_lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
@@ -115,16 +115,18 @@ class StatementReader {
     const Token token = lexer_.next();
     bool ends_statement = token.kind == TokenKind::kEnd;
     if (token.kind == TokenKind::kPunctuation) {
+      // Punctuation tokens are one byte, except '::' and '..'.
       const std::string_view text = token.text(sql());
-      if (text == "(") {
+      const char c = text.size() == 1 ? text.front() : '\0';
+      if (c == '(') {
         // ahead_ still holds the token before this one.
         if (is_session_lock_function(ahead_, sql()) && effects_.pin == PinReason::kNone) {
           effects_.pin = PinReason::kAdvisoryLock;
         }
         ++paren_depth_;
-      } else if (text == ")") {
+      } else if (c == ')') {
         if (paren_depth_ > 0) --paren_depth_;
-      } else if (text == ";" && paren_depth_ == 0 && begin_depth_ == 0) {
+      } else if (c == ';' && paren_depth_ == 0 && begin_depth_ == 0) {
         ends_statement = true;
         word_count_ = 0;
         head_ = {};
@@ -141,9 +143,14 @@ class StatementReader {
   void track_routine_body(const Token& word) {
     const std::string_view sql = this->sql();
     if (word_count_ < head_.size()) {
+      // Only a statement starting with CREATE can be a routine: the rest of its head is looked
+      // at only then.
       char mark = '\0';
-      for (const std::string_view keyword : {"create", "or", "replace", "function", "procedure"}) {
-        if (is_word(word, sql, keyword)) mark = keyword.front();
+      if (word_count_ == 0 ? is_word(word, sql, "create") : head_[0] == 'c') {
+        for (const std::string_view keyword :
+             {"create", "or", "replace", "function", "procedure"}) {
+          if (is_word(word, sql, keyword)) mark = keyword.front();
+        }
       }
       head_[word_count_++] = mark;
     }
@@ -548,7 +555,12 @@ namespace pgrelay::sql {
 
 namespace {
 
-bool word_char(unsigned char c) { return std::isalnum(c) != 0 || c == '_' || c >= 0x80; }
+// ASCII letters and digits, '_' and bytes >= 0x80 (no locale lookup: this runs on every byte of
+// every query in transaction pooling).
+bool word_char(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c >= 0x80;
+}
 
 }  // namespace
 

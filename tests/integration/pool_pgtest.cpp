@@ -9,11 +9,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -965,6 +967,48 @@ TEST(PoolParkTest, ManyParkedClientsWakeAndAParkedClientIsToldAtShutdown) {
   PQclear(res);
   EXPECT_NE(message.find("terminating connection due to administrator command"), std::string::npos)
       << message;
+}
+
+/// Voluntary context switches of all of a process's threads so far (each is a sleep that ended).
+long voluntary_switches(pid_t pid) {
+  long total = 0;
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream status(task.path() / "status");
+    std::string line;
+    while (std::getline(status, line)) {
+      constexpr std::string_view kKey = "voluntary_ctxt_switches:";
+      if (line.starts_with(kKey)) total += std::stol(line.substr(kKey.size()));
+    }
+  }
+  return total;
+}
+
+TEST(PoolParkTest, AnIdleProxySleepsAndParksAgainPromptly) {
+  const auto userlist = write_userlist("userlist-park3.txt", "\"app\" \"app\"\n");
+  Proxy proxy(
+      pooled_toml("trust", userlist, "mode = \"transaction\"\nmax_size = 2\npark_after_ms = 20"));
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  ASSERT_EQ(conn.value("SELECT 1"), "1");
+  ASSERT_TRUE(wait_metric(proxy, "pgrelay_clients_parked", 1)) << log_tail(proxy);
+
+  // Nothing to do but monitor probes: the workers do not look for clients to park every few
+  // milliseconds (a 10 ms sweep on each worker was over 400 wake-ups in 2 s).
+  const long before = voluntary_switches(proxy.pid());
+  std::this_thread::sleep_for(2s);
+  const long wakeups = voluntary_switches(proxy.pid()) - before;
+  EXPECT_LT(wakeups, 150) << "wake-ups in 2 s of idling";
+
+  // A client that comes back is parked again soon after its statement: the worker's sweep,
+  // asleep while it had no session, looks again when a session starts.
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_EQ(conn.value(std::string("SELECT ") + std::to_string(round)), std::to_string(round));
+    const auto answered = Clock::now();
+    ASSERT_TRUE(wait_metric(proxy, "pgrelay_clients_parked", 1)) << log_tail(proxy);
+    EXPECT_LT(Clock::now() - answered, 400ms) << "round " << round;
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + 200 * round));
+  }
 }
 
 TEST(PoolCancelTest, CancelStopsTheQueryInTransactionMode) {

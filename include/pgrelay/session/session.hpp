@@ -121,7 +121,7 @@ struct ParkedExtras {
 /// A transaction-pooling client idle past [pool] park_after_ms: its socket and what its next
 /// transaction needs, without the session's buffers, timers and coroutine frames. The socket
 /// leaves Asio for the worker's own epoll set of parked clients; when it becomes readable a new
-/// session takes it (Session::unpark()). See Session::park_if_idle() for when a client parks.
+/// session takes it (Session::unpark()). See Session::parkable_since() for when a client parks.
 struct ParkedClient {
   std::shared_ptr<const LoginProfile> profile;
   std::unique_ptr<ParkedExtras> extras;  ///< null when it would be empty
@@ -163,8 +163,21 @@ struct WorkerSessions {
   void stop_parked();
   /// Closes parked clients without a word (the worker's io_context is about to go).
   void drop_parked();
-  /// Parks sessions idle since before now - `after`.
-  void park_idle(std::chrono::steady_clock::duration after);
+  /// Parks sessions idle since before now - `after`. Returns when the next look is due: when
+  /// the longest-waiting client not parked yet reaches `after`; `after` from now when no client
+  /// waits; nullopt when the worker has no session at all.
+  std::optional<std::chrono::steady_clock::time_point> park_idle(
+      std::chrono::steady_clock::duration after);
+  /// A session started: the park sweep, asleep for long on a worker without sessions, looks
+  /// again at its usual pace.
+  void session_added() {
+    if (park_sleeping_long && park_timer != nullptr) {
+      park_sleeping_long = false;
+      park_timer->cancel();
+    }
+  }
+  net::asio::steady_timer* park_timer = nullptr;  ///< the sweep's timer (Server's)
+  bool park_sleeping_long = false;
   /// Unlinks `client` from `parked` and its fd from the epoll set.
   std::unique_ptr<ParkedClient> unlink_parked(ParkedClient* client);
   void watch_parked();
@@ -220,9 +233,12 @@ class Session : public std::enable_shared_from_this<Session> {
   static void unpark(Shared& shared, WorkerSessions& worker,
                      const net::asio::any_io_executor& executor,
                      std::unique_ptr<ParkedClient> parked);
-  /// Parks the session when it has waited for its client, with nothing else to do, since before
-  /// `since`. The session ends soon after; its client continues in unpark().
-  bool park_if_idle(std::chrono::steady_clock::time_point since);
+  /// Since when the session has waited for its client with nothing else to do, in a state a
+  /// parked client can keep; nullopt when it cannot park now.
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> parkable_since() const;
+  /// Parks the session (see parkable_since()). It ends soon after; its client continues in
+  /// unpark().
+  void start_parking();
 
   /// Graceful stop: an idle client is told the server is shutting down and closed at once; a
   /// client inside a transaction (or with a query running) is closed when it becomes idle.
@@ -239,6 +255,10 @@ class Session : public std::enable_shared_from_this<Session> {
   void abort_transaction(const std::string& why);
 
  private:
+  /// What both public constructors share: the socket, its timers and scanners, and the
+  /// worker's session list.
+  Session(Shared& shared, WorkerSessions& worker, std::shared_ptr<const config::Config> config,
+          std::uint64_t id, std::chrono::steady_clock::time_point started, net::tcp::socket socket);
   struct FinalError {
     std::string sqlstate;
     std::string message;
@@ -600,7 +620,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::uint64_t pending_commit_lsn_ = 0;
   /// Waiting for the client to send: for readability with nothing buffered (idle_waiting_) or
   /// in a read (client_reading_), idle since idle_since_ (the wait's start or the server
-  /// connection's release, whichever is later). park_if_idle() looks at these.
+  /// connection's release, whichever is later). parkable_since() looks at these.
   bool idle_waiting_ = false;
   bool client_reading_ = false;
   bool parking_ = false;

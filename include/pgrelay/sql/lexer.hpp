@@ -39,7 +39,10 @@ struct Token {
   std::uint32_t end = 0;
 
   /// The token's bytes in `sql` (the text the lexer read).
-  [[nodiscard]] std::string_view text(std::string_view sql) const;
+  [[nodiscard]] std::string_view text(std::string_view sql) const {
+    if (begin >= sql.size() || end <= begin) return {};
+    return sql.substr(begin, end - begin);
+  }
 };
 
 struct LexerOptions {
@@ -68,9 +71,23 @@ class Lexer {
   LexerOptions options_;
 };
 
-/// Case-insensitive: token is a kWord equal to `lower_keyword` (given in lower case).
-[[nodiscard]] bool is_word(const Token& token, std::string_view sql,
-                           std::string_view lower_keyword);
+/// Case-insensitive: token is a kWord equal to `lower_keyword` (given in lower case). Inline:
+/// the session-effects analyzer asks it for most words of every query.
+[[nodiscard]] inline bool is_word(const Token& token, std::string_view sql,
+                                  std::string_view lower_keyword) {
+  if (token.kind != TokenKind::kWord || token.end - token.begin != lower_keyword.size()) {
+    return false;
+  }
+  const std::string_view text = token.text(sql);
+  if (text.size() != lower_keyword.size()) return false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != lower_keyword[i]) {
+      return false;
+    }
+  }
+  return true;
+}
 
 /// Identifier value as PostgreSQL folds it: unquoted words lower-cased (ASCII only, as the server
 /// does for UTF-8), quoted identifiers without quotes and with "" unescaped; U&"..." also has its
