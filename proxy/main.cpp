@@ -12,6 +12,7 @@
 #include "pgrelay/cluster/monitor.hpp"
 #include "pgrelay/config/config.hpp"
 #include "pgrelay/session/server.hpp"
+#include "pgrelay/util/log.hpp"
 
 namespace {
 
@@ -32,7 +33,7 @@ void setup_logging(const config::Config& config) {
   auto logger = spdlog::stderr_color_mt("pgrelay");
   logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ %v");
   spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(config.log.level));
+  util::set_log_level(spdlog::level::from_str(config.log.level));
   spdlog::flush_on(spdlog::level::info);
 }
 
@@ -185,7 +186,7 @@ int run(const std::string& path) {
         const auto& next = *reloaded.config;
         monitor->update_thresholds(next.monitor.interval_ms, next.monitor.failure_threshold,
                                    next.routing.max_lag_bytes, next.routing.max_lag_ms);
-        spdlog::set_level(spdlog::level::from_str(next.log.level));
+        util::set_log_level(spdlog::level::from_str(next.log.level));
         bool ok = true;
         if (!next.auth.file.empty()) {
           std::string error;

@@ -172,11 +172,10 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
   }
   w.family("pgrelay_routed_total", "counter", "Routing decisions by backend and kind.");
   for (std::size_t i = 0; i < count && i < stats.backend_count(); ++i) {
-    const auto& b = stats.backend(i);
-    w.sample("pgrelay_routed_total", backend_label(i) + ",kind=\"read\"", b.routed_read.load());
-    w.sample("pgrelay_routed_total", backend_label(i) + ",kind=\"write\"", b.routed_write.load());
+    w.sample("pgrelay_routed_total", backend_label(i) + ",kind=\"read\"", stats.routed_read(i));
+    w.sample("pgrelay_routed_total", backend_label(i) + ",kind=\"write\"", stats.routed_write(i));
     w.sample("pgrelay_routed_total", backend_label(i) + ",kind=\"replication\"",
-             b.routed_replication.load());
+             stats.backend(i).routed_replication.load());
   }
   w.family("pgrelay_failovers_total", "counter", "Times the primary moved to another node.");
   w.sample("pgrelay_failovers_total", "", topology.failovers);

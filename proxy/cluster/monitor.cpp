@@ -405,6 +405,7 @@ void Monitor::publish(std::size_t index, const Probe& probe) {
     next->role_changes = role_changes_;
     next->generation = ++generation_;
     current_.store(next);
+    published_.store(next->generation, std::memory_order_release);
     if (!attempted_[index]) {
       attempted_[index] = true;
       first_round_.notify_all();

@@ -434,10 +434,28 @@ awaitable<AcquireResult> Pool::acquire(Clock::time_point deadline) {
   }
 }
 
+void Pool::set_limits(const PoolLimits& limits) {
+  limits_ = limits;
+  // Lowered: the oldest idle connections go first (idle_ is ordered by return time).
+  while (total_ > limits_.max_size && !idle_.empty()) {
+    ServerPtr victim = std::move(idle_.front());
+    idle_.erase(idle_.begin());
+    counters_.idle.fetch_sub(1, std::memory_order_relaxed);
+    --total_;
+    close(std::move(victim));
+  }
+  // Raised: as many waiting clients as there are new slots may open a connection.
+  for (std::uint32_t free = limits_.max_size > total_ ? limits_.max_size - total_ : 0;
+       free > 0 && !waiters_.empty(); --free) {
+    wake_one_for_slot();
+  }
+}
+
 void Pool::release(ServerPtr conn, bool reusable) {
   if (!conn) return;
   const auto now = Clock::now();
   if (!reusable || conn->generation != generation_ || !conn->socket.is_open() ||
+      total_ > limits_.max_size ||
       (limits_.lifetime.count() > 0 && now - conn->created >= limits_.lifetime)) {
     --total_;
     close(std::move(conn));
@@ -562,8 +580,8 @@ Pool& WorkerPools::get(const BackendAddress& address, const std::string& databas
   auto it = pools_.find(key);
   if (it == pools_.end()) {
     it = pools_
-             .emplace(std::move(key),
-                      std::make_unique<Pool>(executor_, address, user, database, limits, counters_))
+             .emplace(std::move(key), std::make_unique<Pool>(executor_, address, user, database,
+                                                             limits_.value_or(limits), counters_))
              .first;
   }
   return *it->second;
@@ -584,6 +602,7 @@ void WorkerPools::maintain(Clock::time_point now) {
 }
 
 void WorkerPools::set_limits(const PoolLimits& limits) {
+  limits_ = limits;
   for (auto& [key, pool] : pools_) pool->set_limits(limits);
 }
 

@@ -13,6 +13,7 @@
 
 #include "pgrelay/protocol/sqlstate.hpp"
 #include "pgrelay/session/session.hpp"
+#include "pgrelay/util/log.hpp"
 #include "relay_limits.hpp"
 
 namespace pgrelay::session {
@@ -79,7 +80,7 @@ void Session::unpark(Shared& shared, WorkerSessions& worker,
     return;
   }
   parked.reset();
-  SPDLOG_TRACE("c{}: unparked", session->id_);
+  PGRELAY_TRACE("c{}: unparked", session->id_);
   if (worker.stopping) session->request_stop();
   start(session, &Session::serve_pooled);
 }
@@ -169,7 +170,7 @@ void Session::park() {
   // The cancel key and the connection count go with the client.
   client_key_.reset();
   counted_ = false;
-  SPDLOG_TRACE("c{}: parked", id_);
+  PGRELAY_TRACE("c{}: parked", id_);
 }
 
 // ---- the worker side ---------------------------------------------------------------------

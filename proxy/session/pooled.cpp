@@ -14,6 +14,7 @@
 #include "pgrelay/session/session.hpp"
 #include "pgrelay/sql/lexer.hpp"
 #include "pgrelay/sql/session_effects.hpp"
+#include "pgrelay/util/log.hpp"
 #include "relay_limits.hpp"
 
 namespace pgrelay::session {
@@ -375,17 +376,16 @@ void Session::attached(pool::ServerPtr conn) {
     const auto index = static_cast<std::size_t>(backend_index_);
     if (worker_.outstanding.size() <= index) worker_.outstanding.resize(index + 1);
     ++worker_.outstanding[index];
-    auto& counters = shared_.stats->backend(index);
-    (routed_read_ ? counters.routed_read : counters.routed_write)
-        .fetch_add(1, std::memory_order_relaxed);
+    auto& routes = shared_.stats->routes(worker_.index, index);
+    (routed_read_ ? routes.read : routes.write).fetch_add(1, std::memory_order_relaxed);
   }
   backend_name_ = server_conn_->backend_name;
   backend_host_ = server_conn_->host;
   backend_port_ = server_conn_->port;
   server_status_ = TransactionStatus::kIdle;
   server_skipping_ = false;
-  SPDLOG_TRACE("c{}: server connection (backend pid {}) attached", id_,
-               server_conn_->key.process_id);
+  PGRELAY_TRACE("c{}: server connection (backend pid {}) attached", id_,
+                server_conn_->key.process_id);
   if (client_key_) {
     shared_.cancels.update(*client_key_,
                            CancelTarget{server_conn_->host, server_conn_->port, server_conn_->key});
@@ -453,22 +453,26 @@ awaitable<bool> Session::wait_while_paused() {
 
 void Session::resume_from_pause() { timer_.cancel(); }
 
+pool::PoolLimits pool_limits(const config::Config& config, std::size_t workers) {
+  workers = std::max<std::size_t>(1, workers);
+  pool::PoolLimits limits;
+  limits.max_size = std::max<std::uint32_t>(
+      1, static_cast<std::uint32_t>((config.pool.max_size + workers - 1) / workers));
+  limits.min_idle = static_cast<std::uint32_t>((config.pool.min_idle + workers - 1) / workers);
+  limits.idle_timeout = std::chrono::milliseconds(config.pool.idle_timeout_ms);
+  limits.lifetime = std::chrono::milliseconds(config.pool.lifetime_ms);
+  limits.connect_timeout = std::chrono::milliseconds(config.limits.connect_timeout_ms);
+  return limits;
+}
+
 void Session::use_pool(int backend, const cluster::NodeStatus& node, bool for_login) {
   if (server_pool_ != nullptr && server_pool_backend_ == backend) {
     if (for_login) server_pool_->set_credential(credential_);
     return;
   }
-  const auto& cfg = *config_;
-  pool::PoolLimits limits;
-  const auto workers = std::max<std::size_t>(1, shared_.stats->workers().size());
-  limits.max_size = std::max<std::uint32_t>(
-      1, static_cast<std::uint32_t>((cfg.pool.max_size + workers - 1) / workers));
-  limits.min_idle = static_cast<std::uint32_t>((cfg.pool.min_idle + workers - 1) / workers);
-  limits.idle_timeout = std::chrono::milliseconds(cfg.pool.idle_timeout_ms);
-  limits.lifetime = std::chrono::milliseconds(cfg.pool.lifetime_ms);
-  limits.connect_timeout = std::chrono::milliseconds(cfg.limits.connect_timeout_ms);
   pool::BackendAddress address{backend, node.name, node.host, node.port};
-  server_pool_ = &worker_.pools->get(address, database_, user_, limits);
+  server_pool_ = &worker_.pools->get(address, database_, user_,
+                                     pool_limits(*config_, shared_.stats->workers().size()));
   server_pool_backend_ = backend;
   server_pool_->set_credential(credential_);
 }
@@ -481,7 +485,7 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
   const auto start = std::chrono::steady_clock::now();
   const auto primary_deadline = start + std::chrono::milliseconds(cfg.routing.primary_wait_ms);
   while (true) {
-    const auto topology = shared_.monitor->topology();
+    const auto topology = worker_.topology();
     int target = topology->primary;
     if (backend >= 0 && static_cast<std::size_t>(backend) < topology->nodes.size()) {
       target = backend;
@@ -676,7 +680,7 @@ awaitable<bool> Session::login_from_memory(const std::string& login_key) {
   // brings its connection to these parameters as every transaction does. While paused, or
   // without a primary, the normal path waits.
   if (shared_.paused.load(std::memory_order_acquire)) co_return false;
-  const auto topology = shared_.monitor->topology();
+  const auto topology = worker_.topology();
   if (topology->primary < 0) co_return false;
   const auto& primary = topology->nodes[static_cast<std::size_t>(topology->primary)];
   use_pool(topology->primary, primary, true);
@@ -738,8 +742,8 @@ awaitable<void> Session::run_pooled(const protocol::StartupMessage& startup) {
   if (!logged_in) co_return;
   if (!transaction_mode_) {
     // Session mode: the login decides; transaction mode counts each transaction's route.
-    shared_.stats->backend(static_cast<std::size_t>(server_pool_backend_))
-        .routed_write.fetch_add(1, std::memory_order_relaxed);
+    shared_.stats->routes(worker_.index, static_cast<std::size_t>(server_pool_backend_))
+        .write.fetch_add(1, std::memory_order_relaxed);
   }
   spdlog::info("c{}: login user={} database={} from {} ({} mode, {}){}", id_, user_, database_,
                peer_, transaction_mode_ && !dedicated_ ? "transaction" : "session",
@@ -930,7 +934,7 @@ Session::BatchClass Session::classify_batch() {
 
 routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   const auto& cfg = *config_;
-  const auto topology = shared_.monitor->topology();
+  const auto topology = worker_.topology();
   routing::SessionIntent session;
   if (const auto* value = client_reported_.find("default_transaction_read_only")) {
     session.default_read_only = *value == "on";
@@ -1368,8 +1372,8 @@ void Session::process_client_messages() {
       return;
     }
     const std::size_t total = std::size_t{length} + 1;
-    SPDLOG_TRACE("c{}: client message '{}' length {}{}", id_, static_cast<char>(type), length,
-                 available >= total ? "" : " (partial)");
+    PGRELAY_TRACE("c{}: client message '{}' length {}{}", id_, static_cast<char>(type), length,
+                  available >= total ? "" : " (partial)");
     if (available >= total) {
       const protocol::Bytes message(start, total);
       if (!handle_client_message(type, message)) add_passthrough(c2s_begin_, total);
@@ -1904,8 +1908,8 @@ bool Session::process_server_messages() {
     }
     if (!complete) return true;  // the reader compacts and grows the buffer
     const protocol::Bytes body(start + protocol::kHeaderLength, length - 4);
-    SPDLOG_TRACE("c{}: server message '{}' length {}, {} slots", id_, static_cast<char>(type),
-                 length, slots_.size());
+    PGRELAY_TRACE("c{}: server message '{}' length {}, {} slots", id_, static_cast<char>(type),
+                  length, slots_.size());
     last_server_type_ = type;
     const std::size_t extra_before = s2c_extra_.size();
     const bool forward = handle_server_message(type, body);
@@ -2173,8 +2177,8 @@ void Session::maybe_release() {
 
 void Session::detach(bool reusable) {
   if (!server_conn_) return;
-  SPDLOG_TRACE("c{}: server connection (backend pid {}) {}", id_, server_conn_->key.process_id,
-               reusable ? "returned" : "closed");
+  PGRELAY_TRACE("c{}: server connection (backend pid {}) {}", id_, server_conn_->key.process_id,
+                reusable ? "returned" : "closed");
   ++attachment_;
   idle_since_ = std::chrono::steady_clock::now();
   error_code ignored;

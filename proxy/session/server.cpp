@@ -46,6 +46,7 @@ Server::Server(std::shared_ptr<const config::Config> config, cluster::Monitor& m
     sessions_.push_back(std::make_unique<WorkerSessions>());
     sessions_.back()->counters = &stats_.worker(i);
     sessions_.back()->shared = &shared_;
+    sessions_.back()->index = i;
     sessions_.back()->pools = std::make_unique<pool::WorkerPools>(
         workers_.context(i).get_executor(), stats_.worker(i).pool);
     maintenance_timers_.push_back(std::make_unique<asio::steady_timer>(workers_.context(i)));
@@ -123,7 +124,12 @@ void Server::start() {
 }
 
 void Server::reload(std::shared_ptr<const config::Config> config) {
+  // [pool] limits apply to the existing pools too (as PgBouncer's RELOAD applies pool sizes).
+  const auto limits = pool_limits(*config, workers_.size());
   shared_.config.store(std::move(config));
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    asio::post(workers_.context(i), [this, i, limits] { sessions_[i]->pools->set_limits(limits); });
+  }
 }
 
 asio::awaitable<void> Server::accept_loop(std::size_t worker) {

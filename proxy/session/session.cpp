@@ -12,6 +12,7 @@
 
 #include "pgrelay/net/workers.hpp"
 #include "pgrelay/protocol/sqlstate.hpp"
+#include "pgrelay/util/log.hpp"
 #include "relay_limits.hpp"
 
 namespace pgrelay::session {
@@ -69,6 +70,14 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
               shared.next_id.fetch_add(1, std::memory_order_relaxed),
               std::chrono::steady_clock::now(), std::move(socket)) {
   peer_ = endpoint_text(client_, client_v6_);
+}
+
+std::shared_ptr<const cluster::Topology> WorkerSessions::topology() {
+  // The snapshot loaded may be newer than the generation read: then the next call copies again.
+  if (!topology_copy || topology_copy->generation != shared->monitor->generation()) {
+    topology_copy = std::make_shared<const cluster::Topology>(*shared->monitor->topology());
+  }
+  return topology_copy;
 }
 
 protocol::ByteVector WorkerSessions::take_buffer(std::size_t size) {
@@ -266,9 +275,13 @@ awaitable<void> Session::run() {
   auto& backend = shared_.stats->backend(static_cast<std::size_t>(backend_index_));
   backend.clients.fetch_add(1, std::memory_order_relaxed);
   backend_counted_ = true;
-  (replication_ ? backend.routed_replication : backend.routed_write)
-      .fetch_add(1, std::memory_order_relaxed);
-  if (const auto topology = shared_.monitor->topology(); topology->primary != backend_index_) {
+  if (replication_) {
+    backend.routed_replication.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    shared_.stats->routes(worker_.index, static_cast<std::size_t>(backend_index_))
+        .write.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (const auto topology = worker_.topology(); topology->primary != backend_index_) {
     // The primary changed while this client logged in.
     topology_changed(*topology);
   }
@@ -715,8 +728,8 @@ awaitable<void> Session::client_to_server() {
                 extended_open_ = true;
                 break;
             }
-            SPDLOG_TRACE("c{}: client message '{}' length {}", id_,
-                         static_cast<char>(m.header.type), m.header.length);
+            PGRELAY_TRACE("c{}: client message '{}' length {}", id_,
+                          static_cast<char>(m.header.type), m.header.length);
           });
       if (!error.empty() || bad) {
         set_final_error(sqlstate::kProtocolViolation,
@@ -770,8 +783,8 @@ awaitable<void> Session::server_to_client() {
                                                   request_started_);
               }
             }
-            SPDLOG_TRACE("c{}: server message '{}' length {}", id_,
-                         static_cast<char>(m.header.type), m.header.length);
+            PGRELAY_TRACE("c{}: server message '{}' length {}", id_,
+                          static_cast<char>(m.header.type), m.header.length);
           });
       if (!error.empty()) {
         spdlog::warn("c{}: invalid message from backend {}: {}", id_, backend_name_, error);

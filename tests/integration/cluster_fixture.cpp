@@ -132,8 +132,10 @@ Proxy::Proxy(const std::string& extra_toml, bool with_backends) {
   port_ = free_port();
   dir_ = cluster.dir() + "/proxy-" + std::to_string(port_);
   ::mkdir(dir_.c_str(), 0755);
+  // Two workers unless extra_toml starts with its own [listen] key `workers`.
+  const bool own_workers = extra_toml.starts_with("workers");
   std::string toml = "[listen]\naddress = \"127.0.0.1\"\nport = " + std::to_string(port_) +
-                     "\nworkers = 2\n\n" + extra_toml + "\n";
+                     (own_workers ? "\n" : "\nworkers = 2\n") + "\n" + extra_toml + "\n";
   if (toml.find("[http]") == std::string::npos) {
     http_port_ = free_port();
     toml += "[http]\naddress = \"127.0.0.1\"\nport = " + std::to_string(http_port_) + "\n";

@@ -51,8 +51,9 @@ class Cluster {
 /// A pgrelay process with a generated config, stopped (SIGTERM, then SIGKILL) on destruction.
 class Proxy {
  public:
-  /// `extra_toml` is appended after [listen] (which the fixture writes); backends are added
-  /// unless `with_backends` is false (then extra_toml must have its own).
+  /// `extra_toml` is appended after [listen] (which the fixture writes, with 2 workers unless
+  /// extra_toml starts with `workers = N`); backends are added unless `with_backends` is false
+  /// (then extra_toml must have its own).
   explicit Proxy(const std::string& extra_toml = {}, bool with_backends = true);
   ~Proxy();
   Proxy(const Proxy&) = delete;

@@ -4,6 +4,7 @@
 // exhaustion and cancel.
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -14,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -1009,6 +1011,75 @@ TEST(PoolParkTest, AnIdleProxySleepsAndParksAgainPromptly) {
     EXPECT_LT(Clock::now() - answered, 400ms) << "round " << round;
     std::this_thread::sleep_for(std::chrono::milliseconds(150 + 200 * round));
   }
+}
+
+/// Replaces `from` with `to` in the proxy's configuration file, sends SIGHUP and waits until the
+/// proxy has logged its `reloads`-th "configuration reloaded".
+void reload_with(const Proxy& proxy, const std::string& from, const std::string& to,
+                 std::size_t reloads) {
+  std::ostringstream text;
+  text << std::ifstream(proxy.config_path()).rdbuf();
+  std::string config = text.str();
+  const auto at = config.find(from);
+  ASSERT_NE(at, std::string::npos) << config;
+  config.replace(at, from.size(), to);
+  std::ofstream(proxy.config_path()) << config;
+  ASSERT_EQ(::kill(proxy.pid(), SIGHUP), 0);
+  const std::string line = "configuration reloaded";
+  for (int i = 0; i < 250; ++i) {
+    const std::string log = proxy.log();
+    std::size_t seen = 0;
+    for (auto pos = log.find(line); pos != std::string::npos; pos = log.find(line, pos + 1)) {
+      ++seen;
+    }
+    if (seen >= reloads) return;
+    std::this_thread::sleep_for(20ms);
+  }
+  FAIL() << "no reload logged\n" << log_tail(proxy);
+}
+
+TEST(PoolLimitTest, ReloadAppliesPoolSizeToExistingPools) {
+  const auto userlist = write_userlist("userlist-reload.txt", "\"app\" \"app\"\n");
+  // One worker and no read splitting: every client shares one pool, the primary's.
+  Proxy proxy("workers = 1\n" +
+              pooled_toml("trust", userlist,
+                          "mode = \"transaction\"\nmax_size = 1\nacquire_timeout_ms = 500") +
+              "[routing]\nread_write_split = false\n");
+  const std::string exhausted = "no server connection available";
+  PgConn holder(proxy.conninfo());
+  ASSERT_TRUE(holder.ok()) << holder.error();
+  ASSERT_EQ(holder.value("BEGIN"), "");
+  ASSERT_EQ(holder.value("SELECT 1"), "1");
+  {
+    PgConn refused(proxy.conninfo());
+    ASSERT_TRUE(refused.ok()) << refused.error();
+    const std::string answer = refused.value("SELECT 2");
+    EXPECT_NE(answer.find(exhausted), std::string::npos) << answer;
+  }
+
+  // Raised: the pool that exists opens more while its first connection is still held.
+  reload_with(proxy, "max_size = 1", "max_size = 3", 1);
+  PgConn second(proxy.conninfo());
+  PgConn third(proxy.conninfo());
+  ASSERT_TRUE(second.ok()) << second.error();
+  ASSERT_TRUE(third.ok()) << third.error();
+  for (auto* conn : {&second, &third}) {
+    ASSERT_EQ(conn->value("BEGIN"), "");
+    EXPECT_EQ(conn->value("SELECT 2"), "2");
+  }
+  EXPECT_EQ(second.value("COMMIT"), "");
+  EXPECT_EQ(metric(proxy, "pgrelay_pool_server_connections"), 3.0);
+
+  // Lowered: the idle connection closes at once, the lent ones when they come back.
+  reload_with(proxy, "max_size = 3", "max_size = 1", 2);
+  EXPECT_TRUE(wait_metric(proxy, "pgrelay_pool_server_connections", 2)) << log_tail(proxy);
+  EXPECT_EQ(holder.value("COMMIT"), "");
+  EXPECT_EQ(third.value("COMMIT"), "");
+  EXPECT_TRUE(wait_metric(proxy, "pgrelay_pool_server_connections", 1)) << log_tail(proxy);
+  ASSERT_EQ(holder.value("BEGIN"), "");
+  ASSERT_EQ(holder.value("SELECT 1"), "1");
+  const std::string answer = second.value("SELECT 4");
+  EXPECT_NE(answer.find(exhausted), std::string::npos) << answer;
 }
 
 TEST(PoolCancelTest, CancelStopsTheQueryInTransactionMode) {

@@ -49,6 +49,11 @@ class Monitor {
 
   /// The latest snapshot; never null.
   [[nodiscard]] std::shared_ptr<const Topology> topology() const { return current_.load(); }
+  /// The latest snapshot's Topology::generation: a reader that keeps a copy of its own looks at
+  /// this (one shared load) instead of taking a reference to the snapshot every time.
+  [[nodiscard]] std::uint64_t generation() const {
+    return published_.load(std::memory_order_acquire);
+  }
 
   /// Applies reloaded thresholds (probe interval, failure threshold, lag limits) from the next
   /// probe on. Connection settings and the backend list are fixed at construction.
@@ -102,6 +107,7 @@ class Monitor {
   bool stopping_ = false;
   std::uint64_t generation_ = 0;
   std::atomic<std::shared_ptr<const Topology>> current_;
+  std::atomic<std::uint64_t> published_{0};  ///< current_'s generation, stored after it
   std::atomic<std::int64_t> last_replay_request_{0};
   std::atomic<std::shared_ptr<const std::vector<std::string>>> nonvolatile_functions_;
 };

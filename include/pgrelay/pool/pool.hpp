@@ -149,7 +149,9 @@ class Pool {
   void remember_login(std::string_view key, const ParamList& reported, Clock::time_point now);
   static constexpr std::chrono::seconds kLoginMemory{60};
   static constexpr std::size_t kLoginMemorySize = 16;
-  void set_limits(const PoolLimits& limits) { limits_ = limits; }
+  /// Applies reloaded limits: idle connections over a lowered max_size close now (lent ones
+  /// when they come back), and a raised max_size lets waiting clients open connections.
+  void set_limits(const PoolLimits& limits);
 
   /// Expires idle and old connections and opens connections up to min_idle.
   void maintain(Clock::time_point now);
@@ -207,11 +209,14 @@ class WorkerPools {
   /// Closes every idle connection (shutdown, before the io_context goes away).
   void close_all();
   void maintain(Clock::time_point now);
+  /// Reloaded limits for every pool, and for pools created from now on (instead of the limits
+  /// the session asking for one computed from its own, older, config snapshot).
   void set_limits(const PoolLimits& limits);
 
  private:
   net::asio::any_io_executor executor_;
   PoolCounters& counters_;
+  std::optional<PoolLimits> limits_;
   std::unordered_map<std::string, std::unique_ptr<Pool>> pools_;
 };
 

@@ -147,6 +147,7 @@ struct WorkerSessions {
   ~WorkerSessions() { drop_parked(); }  // (Server calls it first, while the reactor exists)
 
   Shared* shared = nullptr;
+  std::size_t index = 0;  ///< the worker's number (per-worker counters)
   std::unordered_set<Session*> sessions;
   /// Parked clients (a list through ParkedClient::prev/next, owned here).
   ParkedClient* parked = nullptr;
@@ -209,11 +210,21 @@ struct WorkerSessions {
   std::vector<std::uint32_t> outstanding;
   std::uint32_t route_turn = 0;
 
+  /// This worker's own copy of the monitor's latest topology, copied again when the monitor's
+  /// generation moves. Sessions take it per transaction: a reference to the monitor's shared
+  /// snapshot would bounce its reference count between the workers' cores every time.
+  std::shared_ptr<const cluster::Topology> topology();
+  std::shared_ptr<const cluster::Topology> topology_copy;
+
   /// A buffer of at least `size` bytes (contents unspecified).
   protocol::ByteVector take_buffer(std::size_t size);
   /// Keeps `buffer` for reuse unless it grew past `max_size` or enough are kept already.
   void give_back(protocol::ByteVector&& buffer, std::size_t max_size);
 };
+
+/// One worker's share of the [pool] limits in `config` (max_size and min_idle split evenly over
+/// `workers`, each at least one connection).
+[[nodiscard]] pool::PoolLimits pool_limits(const config::Config& config, std::size_t workers);
 
 class Session : public std::enable_shared_from_this<Session> {
  public:

@@ -62,12 +62,18 @@ struct alignas(64) WorkerCounters {
   }
 };
 
-/// Routing decisions and current client connections per backend.
+/// Replication connections and current client connections per backend (touched once per
+/// connection).
 struct BackendCounters {
-  std::atomic<std::uint64_t> routed_read{0};
-  std::atomic<std::uint64_t> routed_write{0};
   std::atomic<std::uint64_t> routed_replication{0};
   std::atomic<std::int64_t> clients{0};
+};
+
+/// Transactions (transaction pooling) or connections (session pooling, direct) one worker routed
+/// to one backend. Only that worker writes them.
+struct alignas(64) RouteCounters {
+  std::atomic<std::uint64_t> read{0};
+  std::atomic<std::uint64_t> write{0};
 };
 
 class Stats {
@@ -75,6 +81,7 @@ class Stats {
   Stats(std::size_t workers, std::size_t backends)
       : workers_(workers),
         backends_(std::make_unique<BackendCounters[]>(backends)),
+        routes_(std::make_unique<RouteCounters[]>(workers * backends)),
         backend_count_(backends) {}
 
   [[nodiscard]] WorkerCounters& worker(std::size_t i) { return workers_[i]; }
@@ -82,14 +89,35 @@ class Stats {
   [[nodiscard]] BackendCounters& backend(std::size_t i) { return backends_[i]; }
   [[nodiscard]] const BackendCounters& backend(std::size_t i) const { return backends_[i]; }
   [[nodiscard]] std::size_t backend_count() const { return backend_count_; }
+  /// What worker `worker` routed to backend `backend`.
+  [[nodiscard]] RouteCounters& routes(std::size_t worker, std::size_t backend) {
+    return routes_[worker * backend_count_ + backend];
+  }
+  /// Reads and writes routed to `backend`, summed over the workers.
+  [[nodiscard]] std::uint64_t routed_read(std::size_t backend) const {
+    return sum_routes(backend, &RouteCounters::read);
+  }
+  [[nodiscard]] std::uint64_t routed_write(std::size_t backend) const {
+    return sum_routes(backend, &RouteCounters::write);
+  }
 
   std::atomic<std::int64_t> client_connections{0};
   std::atomic<std::int64_t> clients_parked{0};  ///< of those, parked (idle, transaction mode)
   std::atomic<std::uint64_t> client_parks_total{0};
 
  private:
+  [[nodiscard]] std::uint64_t sum_routes(std::size_t backend,
+                                         std::atomic<std::uint64_t> RouteCounters::*kind) const {
+    std::uint64_t total = 0;
+    for (std::size_t w = 0; w < workers_.size(); ++w) {
+      total += (routes_[w * backend_count_ + backend].*kind).load(std::memory_order_relaxed);
+    }
+    return total;
+  }
+
   std::vector<WorkerCounters> workers_;
   std::unique_ptr<BackendCounters[]> backends_;
+  std::unique_ptr<RouteCounters[]> routes_;  ///< workers × backends
   std::size_t backend_count_;
 };
 

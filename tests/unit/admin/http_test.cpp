@@ -109,11 +109,13 @@ struct StatsFixture {
 
   StatsFixture() {
     stats.backend(0).clients = 12;
-    stats.backend(0).routed_read = 3;
-    stats.backend(0).routed_write = 40;
+    // Routes are counted per worker and summed: 3 reads and 40 writes on backend 0.
+    stats.routes(0, 0).read = 1;
+    stats.routes(1, 0).read = 2;
+    stats.routes(0, 0).write = 40;
     stats.backend(0).routed_replication = 1;
     stats.backend(1).clients = 5;
-    stats.backend(1).routed_read = 30;
+    stats.routes(1, 1).read = 30;
     stats.client_connections = 17;
 
     auto& w0 = stats.worker(0);
