@@ -1150,8 +1150,12 @@ awaitable<void> Session::pooled_client_loop() {
       // What follows the transaction's end starts the next one.
     }
     if (server_conn_ && !routed_read_) {
-      // More work on the same connection was not classified: it may write.
+      // More work on the same connection was not classified: it may write. The connection may
+      // still be attached only for the commit-LSN query behind a read (after a lost server the
+      // watermark is read behind reads too): a transaction starting on it must still get its
+      // own commit LSN read, or the client's next read could go to a standby without its commit.
       tx_read_intent_ = false;
+      may_write_ = true;
     }
     if (!server_conn_) {
       // A lone Terminate needs no server.
