@@ -7,6 +7,7 @@
 #include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cstdint>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -279,6 +280,88 @@ TEST_F(RoutingTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
   // Reads after a write were routed with the watermark, except those that ran on the primary
   // connection still attached while the commit LSN was read (how many depends on timing).
   EXPECT_GT(route_decisions(proxy, "read:primary:ryw-wait"), 0);
+}
+
+/// "X/Y" (hexadecimal halves) as a number; 0 when malformed.
+std::uint64_t lsn_value(const std::string& text) {
+  const auto slash = text.find('/');
+  if (slash == std::string::npos) return 0;
+  try {
+    return (std::stoull(text.substr(0, slash), nullptr, 16) << 32) |
+           std::stoull(text.substr(slash + 1), nullptr, 16);
+  } catch (const std::exception&) {
+    return 0;
+  }
+}
+
+/// Reads one pipelined query's results up to its terminating null: the first value, or
+/// "ERROR: ..." (the pipeline's Sync results are read by the caller).
+std::string pipelined_value(PGconn* conn) {
+  std::string out;
+  while (PGresult* res = PQgetResult(conn)) {
+    const auto status = PQresultStatus(res);
+    if (status == PGRES_TUPLES_OK && PQntuples(res) > 0) {
+      out = PQgetvalue(res, 0, 0);
+    } else if (status == PGRES_FATAL_ERROR) {
+      out = std::string("ERROR: ") + PQresultErrorMessage(res);
+    }
+    PQclear(res);
+  }
+  return out;
+}
+
+TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsnRead) {
+  auto& cluster = Cluster::get();
+  Proxy proxy(routing_toml("max_lag_bytes = 1099511627776\nmax_lag_ms = 86400000"));
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  Cleanup resume{[&] {
+    cluster.sql("node2", "SELECT pg_wal_replay_resume()");
+    cluster.sql("node3", "SELECT pg_wal_replay_resume()");
+  }};
+  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_pause()"), "");
+  ASSERT_EQ(cluster.sql("node3", "SELECT pg_wal_replay_pause()"), "");
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  // A write the paused standbys do not have: the client's next read goes to the primary
+  // (read-your-writes), on a connection routed for a read.
+  ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-1)"), "");
+  std::this_thread::sleep_for(100ms);  // its commit LSN is read and the connection given back
+  ASSERT_EQ(PQenterPipelineMode(conn.conn), 1);
+  ASSERT_EQ(PQsendQueryParams(conn.conn, "SELECT count(*) FROM generate_series(1, 3000000)", 0,
+                              nullptr, nullptr, nullptr, nullptr, 0),
+            1);
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  // While that read runs, a transaction follows it on the same connection.
+  std::this_thread::sleep_for(50ms);
+  for (const char* sql : {"BEGIN", "INSERT INTO ryw VALUES (-2)",
+                          "SELECT pg_catalog.pg_current_wal_insert_lsn()::text", "COMMIT"}) {
+    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+  }
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  EXPECT_EQ(pipelined_value(conn.conn), "3000000");
+  PGresult* sync = PQgetResult(conn.conn);
+  ASSERT_NE(sync, nullptr);
+  EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+  PQclear(sync);
+  std::string inside;
+  for (int i = 0; i < 4; ++i) {
+    const auto value = pipelined_value(conn.conn);
+    EXPECT_EQ(value.rfind("ERROR", 0), std::string::npos) << value;
+    if (i == 2) inside = value;
+  }
+  sync = PQgetResult(conn.conn);
+  ASSERT_NE(sync, nullptr);
+  EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+  PQclear(sync);
+  ASSERT_EQ(PQexitPipelineMode(conn.conn), 1);
+  // The watermark comes with the next answer: it covers the transaction's commit.
+  ASSERT_EQ(conn.value("SELECT 1"), "1");
+  const char* told = PQparameterStatus(conn.conn, "pgrelay.commit_lsn");
+  ASSERT_NE(told, nullptr);
+  ASSERT_NE(lsn_value(inside), 0U) << inside;
+  EXPECT_GE(lsn_value(told), lsn_value(inside))
+      << "watermark " << told << " is before the transaction's own WAL at " << inside;
+  EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -2"), "1");
 }
 
 TEST_F(RoutingTest, DelayedStandbyServesNoReads) {
