@@ -17,7 +17,7 @@ constexpr std::size_t kMaxIov = 64;
 std::size_t send_now(tcp::socket& socket, std::span<const asio::const_buffer> buffers,
                      error_code& ec) {
   ec.clear();
-  std::array<iovec, kMaxIov> iov{};
+  std::array<iovec, kMaxIov> iov;  // only the first `count` are filled and passed
   const std::size_t count = std::min(buffers.size(), kMaxIov);
   for (std::size_t i = 0; i < count; ++i) {
     iov[i].iov_base = const_cast<void*>(buffers[i].data());
@@ -55,9 +55,13 @@ std::size_t receive_now(tcp::socket& socket, asio::mutable_buffer buffer, error_
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
     tcp::socket& socket, std::span<const asio::const_buffer> buffers) {
   error_code ec;
-  const std::size_t total = asio::buffer_size(buffers);
   const std::size_t sent = send_now(socket, buffers, ec);
-  if (ec || sent == total) co_return std::tuple{ec, sent};
+  if (ec || sent == asio::buffer_size(buffers)) co_return std::tuple{ec, sent};
+  co_return co_await write_rest(socket, buffers, sent);
+}
+
+asio::awaitable<std::tuple<error_code, std::size_t>> write_rest(
+    tcp::socket& socket, std::span<const asio::const_buffer> buffers, std::size_t sent) {
   std::vector<asio::const_buffer> rest;
   std::size_t skip = sent;
   for (const auto& buffer : buffers) {

@@ -7,8 +7,10 @@ namespace pgrelay::net {
 
 Workers::Workers(unsigned count) {
   if (count == 0) count = std::max(1U, std::thread::hardware_concurrency());
+  // Only the worker's own thread touches its sockets and timers (other threads post to it),
+  // so the reactor's per-descriptor locks can go; posting from other threads stays locked.
   for (unsigned i = 0; i < count; ++i) {
-    contexts_.push_back(std::make_unique<asio::io_context>(1));
+    contexts_.push_back(std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO));
   }
 }
 

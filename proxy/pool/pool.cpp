@@ -359,23 +359,28 @@ void Pool::wake_one_for_slot() {
   waiter->timer->cancel();
 }
 
+ServerPtr Pool::take_idle() {
+  while (!idle_.empty()) {
+    ServerPtr conn = std::move(idle_.back());
+    idle_.pop_back();
+    counters_.idle.fetch_sub(1, std::memory_order_relaxed);
+    // The server may have closed it meanwhile (failover, restart, pg_terminate_backend,
+    // idle_session_timeout): look before lending it, so a client's next transaction does not
+    // start on a dead connection. One non-blocking recv.
+    const bool stale = !alive(*conn);
+    if (stale || conn->generation != generation_ || !conn->socket.is_open()) {
+      --total_;
+      close(std::move(conn));
+      continue;
+    }
+    return conn;
+  }
+  return nullptr;
+}
+
 awaitable<AcquireResult> Pool::acquire(Clock::time_point deadline) {
   while (true) {
-    while (!idle_.empty()) {
-      ServerPtr conn = std::move(idle_.back());
-      idle_.pop_back();
-      counters_.idle.fetch_sub(1, std::memory_order_relaxed);
-      // The server may have closed it meanwhile (failover, restart, pg_terminate_backend,
-      // idle_session_timeout): look before lending it, so a client's next transaction does not
-      // start on a dead connection. One non-blocking recv.
-      const bool stale = !alive(*conn);
-      if (stale || conn->generation != generation_ || !conn->socket.is_open()) {
-        --total_;
-        close(std::move(conn));
-        continue;
-      }
-      co_return std::move(conn);
-    }
+    if (ServerPtr conn = take_idle()) co_return std::move(conn);
     if (total_ < limits_.max_size) {
       ++total_;
       auto alive = alive_;

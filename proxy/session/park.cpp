@@ -55,6 +55,7 @@ Session::Session(Shared& shared, WorkerSessions& worker, const net::asio::any_io
   pending_commit_lsn_ = parked.pending_commit_lsn;
   unnamed_may_commit_ = parked.unnamed_may_commit;
   client_key_ = parked.client_key;
+  if (client_key_) cancel_entry_ = shared.cancels.entry(*client_key_);
   client_v6_ = parked.v6;
   parked.fd = -1;
   counted_ = true;
@@ -156,12 +157,14 @@ void Session::park() {
     spdlog::warn("c{}: could not park ({}), going on", id_, ec ? ec.message() : "epoll");
     if (ec) {
       client_key_.reset();
+      cancel_entry_.reset();
       counted_ = false;
       shared_.stats->client_connections.fetch_sub(1, std::memory_order_relaxed);
       if (parked->client_key) shared_.cancels.remove(*parked->client_key);
       return;  // the socket is gone: nothing to go on with
     }
     client_key_.reset();
+    cancel_entry_.reset();
     counted_ = false;
     shared_.stats->clients_parked.fetch_add(1, std::memory_order_relaxed);
     Session::unpark(shared_, worker_, executor, std::move(parked));
@@ -169,6 +172,7 @@ void Session::park() {
   }
   // The cancel key and the connection count go with the client.
   client_key_.reset();
+  cancel_entry_.reset();
   counted_ = false;
   PGRELAY_TRACE("c{}: parked", id_);
 }

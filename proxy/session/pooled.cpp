@@ -386,10 +386,7 @@ void Session::attached(pool::ServerPtr conn) {
   server_skipping_ = false;
   PGRELAY_TRACE("c{}: server connection (backend pid {}) attached", id_,
                 server_conn_->key.process_id);
-  if (client_key_) {
-    shared_.cancels.update(*client_key_,
-                           CancelTarget{server_conn_->host, server_conn_->port, server_conn_->key});
-  }
+  if (cancel_entry_) cancel_entry_->set(server_conn_->host, server_conn_->port, server_conn_->key);
 }
 
 bool Session::attach_parked(int backend) {
@@ -475,6 +472,21 @@ void Session::use_pool(int backend, const cluster::NodeStatus& node, bool for_lo
                                      pool_limits(*config_, shared_.stats->workers().size()));
   server_pool_backend_ = backend;
   server_pool_->set_credential(credential_);
+}
+
+bool Session::take_idle_server(int backend) {
+  // acquire_server()'s usual outcome, without its coroutine: not paused, the target known and
+  // an idle connection in its pool. Anything else takes the full path.
+  if (dedicated_ || shared_.paused.load(std::memory_order_acquire)) return false;
+  const auto& topology = worker_.topology();  // not kept past use_pool(): no copy
+  int target = topology->primary;
+  if (backend >= 0 && static_cast<std::size_t>(backend) < topology->nodes.size()) target = backend;
+  if (target < 0) return false;
+  use_pool(target, topology->nodes[static_cast<std::size_t>(target)], false);
+  auto conn = server_pool_->take_idle();
+  if (!conn) return false;
+  attached(std::move(conn));
+  return true;
 }
 
 awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_login, int backend) {
@@ -664,7 +676,7 @@ awaitable<bool> Session::pooled_login(const protocol::StartupMessage& startup) {
     server_pool_->remember_login(login_key, client_reported_, std::chrono::steady_clock::now());
   }
 
-  client_key_ = shared_.cancels.add(CancelTarget{server.host, server.port, server.key});
+  register_cancel(CancelTarget{server.host, server.port, server.key});
   if (!co_await send_login_answer()) {
     detach(true);
     co_return false;
@@ -689,7 +701,7 @@ awaitable<bool> Session::login_from_memory(const std::string& login_key) {
   if (reported == nullptr) co_return false;
   client_reported_ = *reported;
   ++params_version_;
-  client_key_ = shared_.cancels.add(CancelTarget{});
+  register_cancel(CancelTarget{});
   co_return co_await send_login_answer();
 }
 
@@ -1165,7 +1177,12 @@ awaitable<void> Session::pooled_client_loop() {
         stop_relay("client closed");
         break;
       }
-      if (tx_status_ == TransactionStatus::kIdle && co_await answer_prepare_locally()) continue;
+      // Only a batch that starts with a Parse can be answered here: no coroutine call otherwise.
+      if (tx_status_ == TransactionStatus::kIdle && c2s_begin_ < c2s_end_ &&
+          c2s_buffer_[c2s_begin_] == static_cast<std::uint8_t>(FrontendType::kParse) &&
+          co_await answer_prepare_locally()) {
+        continue;
+      }
       int target = -1;
       routed_read_ = false;
       may_write_ = false;
@@ -1182,13 +1199,15 @@ awaitable<void> Session::pooled_client_loop() {
           routed_read_ = true;
         }
       }
-      if (auto error = co_await acquire_server(false, target)) {
-        if (!closing_) {
-          set_final_error(error->sqlstate, error->message);
-          spdlog::info("c{}: {}", id_, error->message);
-          stop_relay("no server connection");
+      if (!take_idle_server(target)) {
+        if (auto error = co_await acquire_server(false, target)) {
+          if (!closing_) {
+            set_final_error(error->sqlstate, error->message);
+            spdlog::info("c{}: {}", id_, error->message);
+            stop_relay("no server connection");
+          }
+          break;
         }
-        break;
       }
       attach_started();
     }
@@ -1231,7 +1250,11 @@ awaitable<void> Session::pooled_client_loop() {
     if (!c2s_iov_.empty() && server_conn_) {
       c2s_writing_ = true;
       const auto attachment = attachment_;
-      std::tie(ec, n) = co_await net::write_all(server_conn_->socket, c2s_iov_);
+      // Without a coroutine when the socket takes it all (nearly always).
+      n = net::send_now(server_conn_->socket, c2s_iov_, ec);
+      if (!ec && n < asio::buffer_size(c2s_iov_)) {
+        std::tie(ec, n) = co_await net::write_rest(server_conn_->socket, c2s_iov_, n);
+      }
       c2s_writing_ = false;
       if (closing_) break;
       // A failed write: the server reader finds the connection gone and answers the messages
@@ -1270,7 +1293,8 @@ awaitable<bool> Session::answer_prepare_locally() {
           protocol::Bytes(c2s_buffer_.data() + pos + protocol::kHeaderLength, length - 4));
       if (!parse || parse->statement.empty() ||
           statements_.contains(std::string(parse->statement)) ||
-          !sql::analyze_session_effects(parse->query).empty()) {
+          (sql::scan_words(parse->query).may_have_effects &&
+           !sql::analyze_session_effects(parse->query).empty())) {
         co_return false;
       }
       ++parses;
@@ -1417,8 +1441,9 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
       if (transaction_mode_ && !pinned_) {
         const auto sql = protocol::parse_query(body);
         if (sql) {
-          if (sql::may_end_transaction(*sql)) unit_may_commit_ = true;
-          handle_query(message, *sql);
+          const auto words = sql::scan_words(*sql);
+          if (words.may_end_transaction) unit_may_commit_ = true;
+          handle_query(message, *sql, words.may_have_effects);
           end_unit();
           return true;
         }
@@ -1509,8 +1534,8 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
   }
 }
 
-void Session::handle_query(protocol::Bytes message, std::string_view sql) {
-  const auto effects = sql::analyze_session_effects(sql);
+void Session::handle_query(protocol::Bytes message, std::string_view sql, bool may_have_effects) {
+  const auto effects = may_have_effects ? sql::analyze_session_effects(sql) : sql::SessionEffects{};
   if (effects.empty()) {
     push_slot(SlotKind::kQuery);
     add_passthrough(static_cast<std::size_t>(message.data() - c2s_buffer_.data()), message.size());
@@ -1661,10 +1686,11 @@ void Session::handle_parse(protocol::Bytes message) {
     passthrough();  // the server reports the malformed message
     return;
   }
-  const bool may_commit = sql::may_end_transaction(parse->query);
-  if (may_commit) unit_may_commit_ = true;
-  if (parse->statement.empty()) unnamed_may_commit_ = may_commit;
-  const auto effects = sql::analyze_session_effects(parse->query);
+  const auto words = sql::scan_words(parse->query);
+  if (words.may_end_transaction) unit_may_commit_ = true;
+  if (parse->statement.empty()) unnamed_may_commit_ = words.may_end_transaction;
+  const auto effects =
+      words.may_have_effects ? sql::analyze_session_effects(parse->query) : sql::SessionEffects{};
   if (effects.pin != sql::PinReason::kNone) {
     pin(effects.pin);
   }
@@ -1834,7 +1860,10 @@ awaitable<void> Session::server_reader(std::uint64_t attachment) {
       if (tls_) {
         std::tie(ec, n) = co_await net::write_all(*tls_, s2c_iov_);
       } else {
-        std::tie(ec, n) = co_await net::write_all(client_, s2c_iov_);
+        n = net::send_now(client_, s2c_iov_, ec);
+        if (!ec && n < asio::buffer_size(s2c_iov_)) {
+          std::tie(ec, n) = co_await net::write_rest(client_, s2c_iov_, n);
+        }
       }
       s2c_writing_ = false;
       if (ec) {
@@ -2187,7 +2216,7 @@ void Session::detach(bool reusable) {
   idle_since_ = std::chrono::steady_clock::now();
   error_code ignored;
   server_conn_->socket.cancel(ignored);
-  if (client_key_) shared_.cancels.update(*client_key_, CancelTarget{});
+  if (cancel_entry_) cancel_entry_->clear();
   slots_.clear();
   server_skipping_ = false;
   s2c_begin_ = s2c_end_ = 0;

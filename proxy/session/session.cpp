@@ -72,7 +72,7 @@ Session::Session(Shared& shared, WorkerSessions& worker, tcp::socket socket)
   peer_ = endpoint_text(client_, client_v6_);
 }
 
-std::shared_ptr<const cluster::Topology> WorkerSessions::topology() {
+const std::shared_ptr<const cluster::Topology>& WorkerSessions::topology() {
   // The snapshot loaded may be newer than the generation read: then the next call copies again.
   if (!topology_copy || topology_copy->generation != shared->monitor->generation()) {
     topology_copy = std::make_shared<const cluster::Topology>(*shared->monitor->topology());
@@ -619,11 +619,10 @@ awaitable<bool> Session::login() {
                               "invalid BackendKeyData from backend " + backend);
           co_return false;
         }
-        CancelTarget target{backend_host_, backend_port_, *key};
-        if (client_key_) {
-          shared_.cancels.update(*client_key_, std::move(target));
+        if (cancel_entry_) {
+          cancel_entry_->set(backend_host_, backend_port_, *key);
         } else {
-          client_key_ = shared_.cancels.add(std::move(target));
+          register_cancel(CancelTarget{backend_host_, backend_port_, *key});
         }
         protocol::append_backend_key_data(out_, *client_key_);
         break;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <unordered_set>
@@ -557,36 +558,110 @@ namespace {
 
 // ASCII letters and digits, '_' and bytes >= 0x80 (no locale lookup: this runs on every byte of
 // every query in transaction pooling).
-bool word_char(unsigned char c) {
+constexpr bool word_char(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
          c >= 0x80;
 }
 
+constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+// `word` equals `lower` (lower-case letters and '_') in any case.
+bool same_word(const char* word, std::string_view lower) {
+  for (std::size_t i = 0; i < lower.size(); ++i) {
+    char c = word[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != lower[i]) return false;
+  }
+  return true;
+}
+
+// Marks what the word at `word` (`length` bytes, not starting with a digit) may do.
+void classify_word(const char* word, std::size_t length, WordScan& scan) {
+  const auto any = [&](std::initializer_list<std::string_view> candidates) {
+    for (const auto candidate : candidates) {
+      if (same_word(word, candidate)) return true;
+    }
+    return false;
+  };
+  switch (length) {
+    case 3:
+      if (same_word(word, "end")) scan.may_end_transaction = true;
+      if (same_word(word, "set")) scan.may_have_effects = true;
+      break;
+    case 4:
+      if (same_word(word, "into")) scan.may_have_effects = true;
+      break;
+    case 5:
+      if (same_word(word, "reset")) scan.may_have_effects = true;
+      break;
+    case 6:
+      if (same_word(word, "commit")) scan.may_end_transaction = true;
+      if (any({"listen", "create"})) scan.may_have_effects = true;
+      break;
+    case 7:
+      if (same_word(word, "prepare")) {
+        scan.may_end_transaction = true;  // PREPARE TRANSACTION
+        scan.may_have_effects = true;     // PREPARE name AS
+      } else if (any({"discard", "declare", "explain", "execute"})) {
+        scan.may_have_effects = true;
+      }
+      break;
+    case 10:
+      if (same_word(word, "deallocate")) scan.may_have_effects = true;
+      break;
+    case 16:
+      if (same_word(word, "pg_advisory_lock")) scan.may_have_effects = true;
+      break;
+    case 20:
+      if (same_word(word, "pg_try_advisory_lock")) scan.may_have_effects = true;
+      break;
+    case 23:
+      if (same_word(word, "pg_advisory_lock_shared")) scan.may_have_effects = true;
+      break;
+    case 27:
+      if (same_word(word, "pg_try_advisory_lock_shared")) scan.may_have_effects = true;
+      break;
+    default:
+      break;
+  }
+}
+
 }  // namespace
 
-bool may_end_transaction(std::string_view sql) {
-  constexpr std::array<std::string_view, 3> kWords{"commit", "end", "prepare"};
-  std::size_t i = 0;
-  while (i < sql.size()) {
-    if (!word_char(static_cast<unsigned char>(sql[i]))) {
-      ++i;
+WordScan scan_words(std::string_view sql) {
+  // A table, not word_char(): this loop sees every byte of every statement.
+  static constexpr auto kWordChar = [] {
+    std::array<bool, 256> table{};
+    for (unsigned c = 0; c < table.size(); ++c) table[c] = word_char(static_cast<unsigned char>(c));
+    return table;
+  }();
+  WordScan scan;
+  const char* p = sql.data();
+  const char* const end = p + sql.size();
+  while (p < end) {
+    if (!kWordChar[static_cast<unsigned char>(*p)]) {
+      ++p;
       continue;
     }
-    std::size_t j = i;
-    while (j < sql.size() && word_char(static_cast<unsigned char>(sql[j]))) ++j;
-    const std::string_view word = sql.substr(i, j - i);
-    for (const auto candidate : kWords) {
-      if (word.size() != candidate.size()) continue;
-      bool same = true;
-      for (std::size_t k = 0; k < word.size() && same; ++k) {
-        same = (static_cast<unsigned char>(word[k]) | 0x20) == candidate[k];
+    const char* const word = p;
+    do {
+      ++p;
+    } while (p < end && kWordChar[static_cast<unsigned char>(*p)]);
+    if (is_digit(static_cast<unsigned char>(*word))) {
+      // The lexer ends a number where its digits do and may start a word right after (`1into`):
+      // a word could hide in the tail. Plain numbers say nothing.
+      if (!std::all_of(word, p, [](char c) { return is_digit(static_cast<unsigned char>(c)); })) {
+        scan.may_have_effects = true;
       }
-      if (same) return true;
+    } else {
+      classify_word(word, static_cast<std::size_t>(p - word), scan);
     }
-    i = j;
+    if (scan.may_end_transaction && scan.may_have_effects) break;
   }
-  return false;
+  return scan;
 }
+
+bool may_end_transaction(std::string_view sql) { return scan_words(sql).may_end_transaction; }
 
 }  // namespace pgrelay::sql
 

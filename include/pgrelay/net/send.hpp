@@ -32,6 +32,12 @@ std::size_t receive_now(tcp::socket& socket, asio::mutable_buffer buffer, error_
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
     tcp::socket& socket, std::span<const asio::const_buffer> buffers);
 
+/// The second half of write_all(), after a send_now() that sent `sent` bytes of `buffers`:
+/// writes the rest and returns the total. The relay loops call send_now() themselves and this
+/// only when it fell short, so a write that fits costs no coroutine frame either.
+asio::awaitable<std::tuple<error_code, std::size_t>> write_rest(
+    tcp::socket& socket, std::span<const asio::const_buffer> buffers, std::size_t sent);
+
 /// The TLS stream has no shortcut: records are written by the TLS engine.
 asio::awaitable<std::tuple<error_code, std::size_t>> write_all(
     TlsStream& stream, std::span<const asio::const_buffer> buffers);

@@ -130,6 +130,10 @@ class Pool {
   /// one to come back (then 53300).
   net::asio::awaitable<AcquireResult> acquire(Clock::time_point deadline);
 
+  /// The first half of acquire(), without waiting: an idle connection that is still alive, or
+  /// null. Sessions try it before acquire() so that the usual lend costs no coroutine.
+  ServerPtr take_idle();
+
   /// Takes a connection back. `reusable` = at a clean boundary (ReadyForQuery idle, nothing
   /// pending); anything else is closed.
   void release(ServerPtr conn, bool reusable);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -44,14 +45,15 @@ inline void append_cstring(ByteVector& out, std::string_view s) {
 /// Reads a NUL-terminated string starting at `pos`; advances `pos` past the NUL.
 /// Returns false when no NUL is found before the end.
 inline bool read_cstring(Bytes body, std::size_t& pos, std::string_view& out) {
-  for (std::size_t i = pos; i < body.size(); ++i) {
-    if (body[i] == 0) {
-      out = std::string_view(reinterpret_cast<const char*>(body.data() + pos), i - pos);
-      pos = i + 1;
-      return true;
-    }
-  }
-  return false;
+  if (pos >= body.size()) return false;
+  // memchr, not a byte loop: every Query and Parse body goes through here.
+  const auto* start = body.data() + pos;
+  const auto* nul = static_cast<const std::uint8_t*>(std::memchr(start, 0, body.size() - pos));
+  if (nul == nullptr) return false;
+  out =
+      std::string_view(reinterpret_cast<const char*>(start), static_cast<std::size_t>(nul - start));
+  pos += static_cast<std::size_t>(nul - start) + 1;
+  return true;
 }
 
 }  // namespace pgrelay::protocol

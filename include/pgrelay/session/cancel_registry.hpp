@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -19,14 +20,34 @@ struct CancelTarget {
   protocol::BackendKeyData key;
 };
 
-/// Shared by all workers (a cancel arrives on a new connection, on any worker). Touched at
-/// login, logout and cancel only, never per message, so a mutex is cheap enough.
+/// One client's target. Its session points it at each server connection it attaches (twice per
+/// transaction in transaction mode) under the entry's own lock, which only a cancel for this
+/// client contends for: nothing shared by the workers is written per transaction.
+class CancelEntry {
+ public:
+  explicit CancelEntry(CancelTarget target) : target_(std::move(target)) {}
+  void set(const std::string& host, std::uint16_t port, protocol::BackendKeyData key);
+  /// No server: a cancel now has nothing to interrupt.
+  void clear();
+  [[nodiscard]] CancelTarget get() const;
+
+ private:
+  mutable std::mutex mutex_;
+  CancelTarget target_;
+};
+
+/// Shared by all workers (a cancel arrives on a new connection, on any worker). Its lock is
+/// taken at login, logout, unparking and cancel only.
 class CancelRegistry {
  public:
+  struct Added {
+    protocol::BackendKeyData key;
+    std::shared_ptr<CancelEntry> entry;
+  };
   /// Issues a fresh, unused client key for `target`.
-  protocol::BackendKeyData add(CancelTarget target);
-  /// Points an existing key at another server connection.
-  void update(protocol::BackendKeyData client_key, CancelTarget target);
+  Added add(CancelTarget target);
+  /// The entry of a key issued earlier (a parked client going on); null for an unknown key.
+  [[nodiscard]] std::shared_ptr<CancelEntry> entry(protocol::BackendKeyData client_key) const;
   void remove(protocol::BackendKeyData client_key);
   /// The target of a client key; nullopt for an unknown key (which PostgreSQL ignores).
   [[nodiscard]] std::optional<CancelTarget> find(protocol::BackendKeyData client_key) const;
@@ -38,7 +59,7 @@ class CancelRegistry {
   }
 
   mutable std::mutex mutex_;
-  std::unordered_map<std::uint64_t, CancelTarget> targets_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<CancelEntry>> targets_;
   std::random_device seed_;
   std::mt19937_64 random_{seed_()};
 };

@@ -212,8 +212,9 @@ struct WorkerSessions {
 
   /// This worker's own copy of the monitor's latest topology, copied again when the monitor's
   /// generation moves. Sessions take it per transaction: a reference to the monitor's shared
-  /// snapshot would bounce its reference count between the workers' cores every time.
-  std::shared_ptr<const cluster::Topology> topology();
+  /// snapshot would bounce its reference count between the workers' cores every time. The
+  /// reference is to this copy: a caller that keeps the topology past another call copies it.
+  const std::shared_ptr<const cluster::Topology>& topology();
   std::shared_ptr<const cluster::Topology> topology_copy;
 
   /// A buffer of at least `size` bytes (contents unspecified).
@@ -339,6 +340,9 @@ class Session : public std::enable_shared_from_this<Session> {
   /// to a standby whose pool cannot deliver falls back to the primary.
   net::asio::awaitable<std::optional<pool::AcquireError>> acquire_server(bool for_login,
                                                                          int backend = -1);
+  /// Attaches an idle connection of `backend`'s pool (-1: the primary's) without waiting;
+  /// false when acquire_server() must run (paused, no such node, nothing idle, dedicated).
+  bool take_idle_server(int backend);
   /// Classification of the complete messages waiting in the client buffer (a transaction's
   /// start); `need_more` when the first message that decides is not complete yet.
   struct BatchClass {
@@ -372,7 +376,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void attach_started();
   void process_client_messages();
   bool handle_client_message(protocol::FrontendType type, protocol::Bytes message);
-  void handle_query(protocol::Bytes message, std::string_view sql);
+  /// `may_have_effects`: sql::scan_words() found words that can change session state.
+  void handle_query(protocol::Bytes message, std::string_view sql, bool may_have_effects);
   void handle_parse(protocol::Bytes message);
   void ensure_prepared(const Statement& statement, bool sql);
   void append_param_sync();
@@ -485,6 +490,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string_view close_reason_;
   std::optional<FinalError> final_error_;
   std::optional<protocol::BackendKeyData> client_key_;
+  std::shared_ptr<CancelEntry> cancel_entry_;  ///< client_key_'s entry, set without the registry
 
   // Login phase.
   protocol::ByteVector startup_packet_;
@@ -644,6 +650,12 @@ class Session : public std::enable_shared_from_this<Session> {
   }
   /// Marks the session pinned to its server connection.
   void pin(sql::PinReason reason);
+  /// Issues the client's cancel key, pointed at `target`.
+  void register_cancel(CancelTarget target) {
+    auto added = shared_.cancels.add(std::move(target));
+    client_key_ = added.key;
+    cancel_entry_ = std::move(added.entry);
+  }
   /// Waits while the server is paused; false when the session is closing meanwhile.
   net::asio::awaitable<bool> wait_while_paused();
 };

@@ -79,6 +79,20 @@ namespace pgrelay::sql {
 /// blocks refuse to), so false means the block was certainly not committed by this text.
 [[nodiscard]] bool may_end_transaction(std::string_view sql);
 
+/// What one pass over the words of a Query string tells (runs of letters, digits, '_' and bytes
+/// >= 0x80, in any case, also inside strings, comments and quotes): transaction pooling looks at
+/// every statement, and most have neither kind of word.
+struct WordScan {
+  /// As may_end_transaction().
+  bool may_end_transaction = false;
+  /// False when analyze_session_effects() certainly reports nothing: the text has none of the
+  /// words it starts from (SET, RESET, DISCARD, PREPARE, DEALLOCATE, LISTEN, DECLARE, EXPLAIN,
+  /// EXECUTE, CREATE, INTO, the session advisory-lock functions), and no run that starts with a
+  /// digit and goes on with a letter (the lexer could read a word out of its tail).
+  bool may_have_effects = false;
+};
+[[nodiscard]] WordScan scan_words(std::string_view sql);
+
 }  // namespace pgrelay::sql
 
 namespace pgrelay::sql {

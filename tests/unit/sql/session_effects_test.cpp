@@ -88,6 +88,10 @@ void check(const std::vector<Case>& cases) {
                          e.prepares.empty() && e.executes.empty() && e.deallocates.empty() &&
                          e.pin == PinReason::kNone;
     EXPECT_EQ(effects.empty(), nothing);
+    // The word scan that lets the session skip the analysis must not miss any of these.
+    if (!nothing) {
+      EXPECT_TRUE(scan_words(c.sql).may_have_effects);
+    }
   }
 }
 
@@ -603,6 +607,11 @@ TEST(SessionEffects, RandomInputNeverBreaksIt) {
                                                 "EXPLAIN ",
                                                 "AS ",
                                                 "pg_advisory_lock",
+                                                "pg_try_advisory_lock_shared",
+                                                "\"pg_advisory_lock_shared\"",
+                                                "pg_try_advisory_lock",
+                                                "1",
+                                                "0x",
                                                 "(",
                                                 ")",
                                                 ";",
@@ -642,6 +651,10 @@ TEST(SessionEffects, RandomInputNeverBreaksIt) {
     check_ranges(sql, effects.executes);
     check_ranges(sql, effects.deallocates);
     EXPECT_LE(effects.statements, sql.size());
+    if (!effects.empty()) {
+      EXPECT_TRUE(scan_words(sql).may_have_effects);
+    }
+    EXPECT_EQ(scan_words(sql).may_end_transaction, may_end_transaction(sql));
   }
 }
 
@@ -660,6 +673,48 @@ TEST(MayEndTransaction, FindsTheWordsThatCanCommitABlock) {
   // Conservative: the words count anywhere, even quoted.
   EXPECT_TRUE(may_end_transaction("SELECT 'commit'"));
   EXPECT_TRUE(may_end_transaction("SELECT CASE WHEN a THEN 1 END FROM t"));
+}
+
+TEST(ScanWords, SkipsTheAnalysisOnlyForTextsWithoutItsWords) {
+  // What pgbench runs, and everyday reads and writes: nothing to analyse.
+  for (const std::string_view sql :
+       {"SELECT abalance FROM pgbench_accounts WHERE aid = 123;",
+        "UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 5;" /* SET: analysed */,
+        "INSERT INTO t VALUES (1, 'x')" /* INTO: analysed */, "SELECT $1::int, 42, 4.5",
+        "DELETE FROM t WHERE id = $1", "BEGIN", "SELECT pg_advisory_xact_lock(1)"}) {
+    SCOPED_TRACE(std::string(sql));
+    const bool has_word =
+        sql.find("SET") != std::string_view::npos || sql.find("INTO") != std::string_view::npos;
+    EXPECT_EQ(scan_words(sql).may_have_effects, has_word);
+  }
+  // Each word the analysis starts from, in any case, quoted or in a comment.
+  for (const std::string_view sql :
+       {"set x = 1", "Reset x", "DISCARD ALL", "prepare p as select 1", "DEALLOCATE p", "LISTEN c",
+        "declare c cursor with hold for select 1", "explain select 1", "EXECUTE p",
+        "create temp table t ()", "select 1 into temp t", "SELECT pg_advisory_lock(1)",
+        "SELECT \"pg_try_advisory_lock_shared\"(1)", "SELECT PG_ADVISORY_LOCK_SHARED(1)",
+        "SELECT pg_try_advisory_lock(1)", "/* set */ SELECT 1", "SELECT 'into'"}) {
+    SCOPED_TRACE(std::string(sql));
+    EXPECT_TRUE(scan_words(sql).may_have_effects);
+  }
+  // A run that starts with a digit and goes on with a letter may hide a word in its tail.
+  EXPECT_TRUE(scan_words("SELECT 1into temp t").may_have_effects);
+  EXPECT_TRUE(scan_words("SELECT 0xffset").may_have_effects);
+  EXPECT_FALSE(scan_words("SELECT 12345").may_have_effects);
+  // Longer or shorter words that contain them do not count.
+  EXPECT_FALSE(scan_words("SELECT settings, preset, intox, created_at FROM t").may_have_effects);
+  EXPECT_FALSE(scan_words("").may_have_effects);
+}
+
+TEST(ScanWords, TellsTransactionEndsAsMayEndTransactionDoes) {
+  for (const std::string_view sql :
+       {"COMMIT", "end;", "PREPARE TRANSACTION 'x'", "SELECT 1", "ROLLBACK",
+        "SELECT committed FROM t", "SET x = 1; COMMIT", "1commit"}) {
+    SCOPED_TRACE(std::string(sql));
+    EXPECT_EQ(scan_words(sql).may_end_transaction, may_end_transaction(sql));
+  }
+  EXPECT_TRUE(scan_words("SET x = 1; COMMIT").may_end_transaction);
+  EXPECT_TRUE(scan_words("SET x = 1; COMMIT").may_have_effects);
 }
 
 TEST(MayEndTransaction, IgnoresOtherWordsThatContainThem) {
