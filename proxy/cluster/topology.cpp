@@ -61,9 +61,18 @@ void assign_roles(Topology& topology, std::uint32_t failure_threshold,
 }
 
 std::string format_lsn(std::uint64_t lsn) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%X/%X", static_cast<unsigned>(lsn >> 32),
-                static_cast<unsigned>(lsn & 0xffffffffU));
+  // By hand, not snprintf: every commit's LSN is told to its client in this form.
+  constexpr char kDigits[] = "0123456789ABCDEF";
+  const auto append_hex = [&](std::string& out, std::uint32_t value) {
+    int shift = 28;
+    while (shift > 0 && (value >> shift) == 0) shift -= 4;  // no leading zeros, as %X
+    for (; shift >= 0; shift -= 4) out.push_back(kDigits[(value >> shift) & 0xF]);
+  };
+  std::string text;
+  text.reserve(17);
+  append_hex(text, static_cast<std::uint32_t>(lsn >> 32));
+  text.push_back('/');
+  append_hex(text, static_cast<std::uint32_t>(lsn & 0xffffffffU));
   return text;
 }
 

@@ -707,6 +707,10 @@ awaitable<bool> Session::login_from_memory(const std::string& login_key) {
 
 awaitable<bool> Session::send_login_answer() {
   out_.clear();
+  // Sized up front: grown one message at a time it was reallocated a dozen times per login.
+  std::size_t size = 9 + 17 + 6;  // AuthenticationOk, BackendKeyData, ReadyForQuery
+  for (const auto& [name, value] : client_reported_.items()) size += 7 + name.size() + value.size();
+  out_.reserve(size);
   protocol::append_authentication(out_, protocol::AuthCode::kOk);
   for (const auto& [name, value] : client_reported_.items()) {
     protocol::append_parameter_status(out_, name, value);
@@ -810,11 +814,13 @@ static_assert(stats::kRouteReasons.size() == routing::kReasonCount);
 
 /// The text names the pgrelay.min_lsn setting (ASCII case-insensitively).
 bool mentions_min_lsn(std::string_view text) {
+  // Looks at each '.' (memchr: most texts have few or none), not at every byte.
   constexpr std::string_view kName = "pgrelay.min_lsn";
-  if (text.size() < kName.size()) return false;
-  for (std::size_t i = 0; i + kName.size() <= text.size(); ++i) {
-    if ((text[i] | 0x20) != 'p') continue;
-    if (pool::iequals(text.substr(i, kName.size()), kName)) return true;
+  constexpr std::size_t kDot = kName.find('.');
+  for (std::size_t dot = text.find('.', kDot); dot != std::string_view::npos;
+       dot = text.find('.', dot + 1)) {
+    if (dot - kDot + kName.size() > text.size()) return false;
+    if (pool::iequals(text.substr(dot - kDot, kName.size()), kName)) return true;
   }
   return false;
 }
@@ -823,6 +829,13 @@ bool mentions_min_lsn(std::string_view text) {
 
 sql::Classifier& WorkerSessions::classifier(const cluster::Monitor& monitor,
                                             const std::shared_ptr<const config::Config>& config) {
+  // The monitor stores the function list before it publishes the generation that follows.
+  const auto generation = monitor.generation();
+  if (classifier_ && generation == classifier_generation_ && config == classifier_config_) {
+    return *classifier_;
+  }
+  classifier_generation_ = generation;
+  classifier_config_ = config;
   auto source = monitor.nonvolatile_functions();
   // Compared by content, not by config object: after a reload, sessions holding the old and
   // the new configuration take turns here, and a rebuild empties the verdict cache.
@@ -852,29 +865,49 @@ sql::Classifier& WorkerSessions::classifier(const cluster::Monitor& monitor,
   return *classifier_;
 }
 
+const Session::ParamFacts& Session::param_facts() {
+  if (param_facts_.version == params_version_) return param_facts_;
+  ParamFacts facts;
+  facts.version = params_version_;
+  if (const auto* scs = client_reported_.find("standard_conforming_strings")) {
+    facts.standard_conforming_strings = *scs == "on";
+  }
+  if (const auto* value = client_reported_.find("default_transaction_read_only")) {
+    facts.default_read_only = *value == "on";
+  }
+  if (const auto* carried = client_set_.find("pgrelay.min_lsn")) {
+    facts.min_lsn = cluster::parse_lsn(*carried).value_or(0);
+  }
+  param_facts_ = facts;
+  return param_facts_;
+}
+
 Session::BatchClass Session::classify_batch() {
   BatchClass batch;
   auto& classifier = worker_.classifier(*shared_.monitor, config_);
   sql::LexerOptions lexer;
-  if (const auto* scs = client_reported_.find("standard_conforming_strings")) {
-    lexer.standard_conforming_strings = *scs == "on";
-  }
+  lexer.standard_conforming_strings = param_facts().standard_conforming_strings;
   const std::uint32_t max_length = config_->limits.max_message_bytes;
   bool any = false;
   const auto add = [&](const sql::QueryClass& next) {
     batch.query = any ? sql::combine(batch.query, next) : next;
     any = true;
   };
-  sql::QueryClass write;
-  write.first = sql::StatementKind::kWrite;
-  write.read_only = false;
-  write.reason = "not classified";
+  // Built once: a QueryClass holds a string, and this runs for every transaction's start.
+  static const sql::QueryClass write = [] {
+    sql::QueryClass c;
+    c.first = sql::StatementKind::kWrite;
+    c.read_only = false;
+    c.reason = "not classified";
+    return c;
+  }();
   if (c2s_stream_left_ > 0) {
     batch.query = write;  // the middle of a streamed message: nothing to read here
     return batch;
   }
-  // Statements parsed earlier in this batch, by name ("" = the unnamed statement).
-  std::array<std::pair<std::string_view, sql::QueryClass>, 4> parsed{};
+  // Statements parsed earlier in this batch, by name ("" = the unnamed statement); optional so
+  // that an ordinary batch constructs none of them.
+  std::array<std::optional<std::pair<std::string_view, sql::QueryClass>>, 4> parsed;
   std::size_t parsed_count = 0;
   std::size_t pos = c2s_begin_;
   while (c2s_end_ - pos >= protocol::kHeaderLength) {
@@ -905,8 +938,10 @@ Session::BatchClass Session::classify_batch() {
         break;
       case FrontendType::kParse:
         if (const auto parse = protocol::parse_parse(body)) {
-          const auto verdict = classifier.classify(parse->query, lexer);
-          if (parsed_count < parsed.size()) parsed[parsed_count++] = {parse->statement, verdict};
+          auto verdict = classifier.classify(parse->query, lexer);
+          if (parsed_count < parsed.size()) {
+            parsed[parsed_count++].emplace(parse->statement, std::move(verdict));
+          }
         }
         break;
       case FrontendType::kBind: {
@@ -917,8 +952,8 @@ Session::BatchClass Session::classify_batch() {
         }
         const sql::QueryClass* found = nullptr;
         for (std::size_t i = parsed_count; i-- > 0;) {
-          if (parsed[i].first == bind->statement) {
-            found = &parsed[i].second;
+          if (parsed[i]->first == bind->statement) {
+            found = &parsed[i]->second;
             break;
           }
         }
@@ -946,20 +981,15 @@ Session::BatchClass Session::classify_batch() {
 
 routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   const auto& cfg = *config_;
-  const auto topology = worker_.topology();
+  const auto& topology = worker_.topology();  // nothing below asks for it again: no copy
+  const auto& facts = param_facts();
   routing::SessionIntent session;
-  if (const auto* value = client_reported_.find("default_transaction_read_only")) {
-    session.default_read_only = *value == "on";
-  }
+  session.default_read_only = facts.default_read_only;
   const auto intent = routing::intent_of(query, session);
   routing::ReadOptions options;
   options.split = cfg.routing.read_write_split;
   if (cfg.routing.read_your_writes) {
-    options.min_lsn = ryw_lsn_;
-    if (const auto* carried = client_set_.find("pgrelay.min_lsn")) {
-      if (const auto lsn = cluster::parse_lsn(*carried))
-        options.min_lsn = std::max(options.min_lsn, *lsn);
-    }
+    options.min_lsn = std::max(ryw_lsn_, facts.min_lsn);
     // A server was lost before the LSN of the client's last commit was read: no standby is
     // known to have it until a new watermark is read on the primary (behind this transaction).
     if (ryw_unknown_) options.min_lsn = std::numeric_limits<std::uint64_t>::max();
@@ -1025,10 +1055,7 @@ awaitable<bool> Session::defer_begin(const sql::QueryClass& query) {
       query.force_primary || tx_status_ != TransactionStatus::kIdle || c2s_stream_left_ > 0) {
     co_return false;
   }
-  if (const auto* value = client_reported_.find("default_transaction_read_only");
-      value != nullptr && *value == "on") {
-    co_return false;
-  }
+  if (param_facts().default_read_only) co_return false;
   const std::size_t available = c2s_end_ - c2s_begin_;
   if (available < protocol::kHeaderLength) co_return false;
   const auto* start = c2s_buffer_.data() + c2s_begin_;
@@ -1108,6 +1135,7 @@ awaitable<void> Session::pooled_client_loop() {
   while (!closing_) {
     error_code ec;
     std::size_t n = 0;
+    std::optional<BatchClass> classified;  // the waiting messages, once classified
     if (c2s_begin_ == c2s_end_ && !server_conn_ && !tls_ && !has_login_leftover()) {
       // Nothing buffered and no server: wait for readability without a buffer, then read.
       c2s_begin_ = c2s_end_ = 0;
@@ -1187,12 +1215,17 @@ awaitable<void> Session::pooled_client_loop() {
       routed_read_ = false;
       may_write_ = false;
       if (transaction_mode_ && !pinned_ && config_->routing.read_write_split) {
-        auto batch = classify_batch();
-        if (batch.need_more) continue;  // the first message decides: read all of it
-        if (deferred_begin_.empty() && co_await defer_begin(batch.query)) continue;
+        classified = classify_batch();
+        if (classified->need_more) continue;  // the first message decides: read all of it
+        // defer_begin() only takes a BEGIN: no coroutine call for anything else.
+        if (deferred_begin_.empty() && classified->query.first == sql::StatementKind::kBegin &&
+            co_await defer_begin(classified->query)) {
+          continue;
+        }
         if (closing_) break;
-        if (!deferred_begin_.empty()) batch.query = sql::combine(deferred_class_, batch.query);
-        const auto decision = route_transaction(batch.query);
+        std::optional<sql::QueryClass> combined;
+        if (!deferred_begin_.empty()) combined = sql::combine(deferred_class_, classified->query);
+        const auto decision = route_transaction(combined ? *combined : classified->query);
         tx_read_intent_ = !may_write_;
         if (decision.reason == routing::Reason::kReadStandby) {
           target = decision.backend;
@@ -1224,8 +1257,10 @@ awaitable<void> Session::pooled_client_loop() {
     }
     if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes &&
         config_->routing.read_write_split && server_conn_) {
-      // Without read splitting every read runs on the primary: no watermark is needed.
-      const auto batch = classify_batch();
+      // Without read splitting every read runs on the primary: no watermark is needed. The
+      // buffer has not changed since routing classified it (if it did).
+      if (!classified) classified = classify_batch();
+      const auto& batch = *classified;
       batch_ends_tx_ =
           batch.query.ends_transaction || (tx_status_ == TransactionStatus::kIdle &&
                                            batch.query.first != sql::StatementKind::kBegin &&

@@ -201,6 +201,13 @@ class Tokens {
     return {buffer_.data(), text.size()};
   }
   std::string word_copy(const Token& t) { return std::string(word(t)); }
+  /// Lexer::skip_to_end_if_last_statement() past the lookahead (unless that ends the statement
+  /// already): the usual single statement is not lexed to its end.
+  bool skip_to_end_if_last_statement() {
+    if (statement_end(ahead_) || !lexer_.skip_to_end_if_last_statement()) return false;
+    ahead_ = lexer_.next();
+    return true;
+  }
   [[nodiscard]] bool punct(const Token& t, char c) const {
     return t.kind == TokenKind::kPunctuation && t.end == t.begin + 1 && sql_[t.begin] == c;
   }
@@ -254,6 +261,7 @@ Fast transaction_modes(Tokens& tokens, std::optional<bool>& read_only) {
 
 /// Skips to the end of the current statement.
 void skip_statement(Tokens& tokens) {
+  if (tokens.skip_to_end_if_last_statement()) return;
   while (!tokens.statement_end(tokens.peek())) tokens.take();
   tokens.take();
 }
@@ -261,7 +269,10 @@ void skip_statement(Tokens& tokens) {
 /// One statement whose first token is `first`. Sets `kind`, `tx_read_only` and `reason`.
 Fast fast_statement(Tokens& tokens, const Token& first, const FunctionCatalog& catalog,
                     StatementKind& kind, std::optional<bool>& tx_read_only, std::string& reason) {
-  const std::string w = tokens.word_copy(first);
+  // A copy (the tokens' word buffer is reused), compared as a view: each `w == "..."` below
+  // then checks the size first instead of calling strlen and memcmp.
+  const std::string word_text = tokens.word_copy(first);
+  const std::string_view w = word_text;
   if (w.empty()) return Fast::kUnsure;
   if (w == "show") {
     kind = StatementKind::kRead;
@@ -800,7 +811,9 @@ QueryClass Classifier::classify(std::string_view sql, LexerOptions options) {
     result.reason = "backslash with standard_conforming_strings off";
     return result;
   }
-  if (const auto it = index_.find(sql); it != index_.end()) {
+  // Only texts the parser had to read are cached: with none (the usual case) the text is not
+  // hashed at all.
+  if (const auto it = index_.empty() ? index_.end() : index_.find(sql); it != index_.end()) {
     ++counters_.cache_hits;
     lru_.splice(lru_.begin(), lru_, it->second);
     return it->second->second;

@@ -363,6 +363,17 @@ char unicode_escape_char(const Token& token, std::string_view sql) {
 Lexer::Lexer(std::string_view sql, LexerOptions options)
     : sql_(sql.substr(0, kMaxText)), options_(options) {}
 
+bool Lexer::skip_to_end_if_last_statement() {
+  const std::size_t semicolon = sql_.find(';', pos_);
+  if (semicolon != std::string_view::npos) {
+    for (std::size_t i = semicolon + 1; i < sql_.size(); ++i) {
+      if (!is_space(sql_[i])) return false;
+    }
+  }
+  pos_ = sql_.size();
+  return true;
+}
+
 Token Lexer::next() {
   pos_ = skip_blank(sql_, pos_);
   if (pos_ >= sql_.size()) {

@@ -575,8 +575,15 @@ bool same_word(const char* word, std::string_view lower) {
   return true;
 }
 
+// What one word can mean to the analysis.
+struct WordMarks {
+  bool may_end_transaction = false;
+  bool statement_word = false;  // matters in some statements (SET, INTO, CREATE ...)
+  bool lock_function = false;   // matters in any statement
+};
+
 // Marks what the word at `word` (`length` bytes, not starting with a digit) may do.
-void classify_word(const char* word, std::size_t length, WordScan& scan) {
+void classify_word(const char* word, std::size_t length, WordMarks& marks) {
   const auto any = [&](std::initializer_list<std::string_view> candidates) {
     for (const auto candidate : candidates) {
       if (same_word(word, candidate)) return true;
@@ -585,45 +592,62 @@ void classify_word(const char* word, std::size_t length, WordScan& scan) {
   };
   switch (length) {
     case 3:
-      if (same_word(word, "end")) scan.may_end_transaction = true;
-      if (same_word(word, "set")) scan.may_have_effects = true;
+      if (same_word(word, "end")) marks.may_end_transaction = true;
+      if (same_word(word, "set")) marks.statement_word = true;
       break;
     case 4:
-      if (same_word(word, "into")) scan.may_have_effects = true;
+      if (same_word(word, "into")) marks.statement_word = true;
       break;
     case 5:
-      if (same_word(word, "reset")) scan.may_have_effects = true;
+      if (same_word(word, "reset")) marks.statement_word = true;
       break;
     case 6:
-      if (same_word(word, "commit")) scan.may_end_transaction = true;
-      if (any({"listen", "create"})) scan.may_have_effects = true;
+      if (same_word(word, "commit")) marks.may_end_transaction = true;
+      if (any({"listen", "create"})) marks.statement_word = true;
       break;
     case 7:
       if (same_word(word, "prepare")) {
-        scan.may_end_transaction = true;  // PREPARE TRANSACTION
-        scan.may_have_effects = true;     // PREPARE name AS
+        marks.may_end_transaction = true;  // PREPARE TRANSACTION
+        marks.statement_word = true;       // PREPARE name AS
       } else if (any({"discard", "declare", "explain", "execute"})) {
-        scan.may_have_effects = true;
+        marks.statement_word = true;
       }
       break;
     case 10:
-      if (same_word(word, "deallocate")) scan.may_have_effects = true;
+      if (same_word(word, "deallocate")) marks.statement_word = true;
       break;
     case 16:
-      if (same_word(word, "pg_advisory_lock")) scan.may_have_effects = true;
+      if (same_word(word, "pg_advisory_lock")) marks.lock_function = true;
       break;
     case 20:
-      if (same_word(word, "pg_try_advisory_lock")) scan.may_have_effects = true;
+      if (same_word(word, "pg_try_advisory_lock")) marks.lock_function = true;
       break;
     case 23:
-      if (same_word(word, "pg_advisory_lock_shared")) scan.may_have_effects = true;
+      if (same_word(word, "pg_advisory_lock_shared")) marks.lock_function = true;
       break;
     case 27:
-      if (same_word(word, "pg_try_advisory_lock_shared")) scan.may_have_effects = true;
+      if (same_word(word, "pg_try_advisory_lock_shared")) marks.lock_function = true;
       break;
     default:
       break;
   }
+}
+
+// The text is one INSERT, UPDATE or DELETE: it starts with that word (blanks before it at
+// most) and has no ';' but perhaps a last one followed by blanks. The analysis reads nothing in
+// such a statement but calls of the lock functions: SET, INTO and the rest are its own words.
+bool single_plain_dml(std::string_view sql, const char* first_word, std::size_t length) {
+  constexpr auto blank = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+  };
+  if (!std::all_of(sql.data(), first_word, blank)) return false;
+  if (!(length == 6 && (same_word(first_word, "insert") || same_word(first_word, "update") ||
+                        same_word(first_word, "delete")))) {
+    return false;
+  }
+  const std::size_t semicolon = sql.find(';');
+  return semicolon == std::string_view::npos ||
+         std::all_of(sql.begin() + static_cast<std::ptrdiff_t>(semicolon) + 1, sql.end(), blank);
 }
 
 }  // namespace
@@ -635,7 +659,9 @@ WordScan scan_words(std::string_view sql) {
     for (unsigned c = 0; c < table.size(); ++c) table[c] = word_char(static_cast<unsigned char>(c));
     return table;
   }();
-  WordScan scan;
+  WordMarks marks;
+  const char* first_word = nullptr;
+  std::size_t first_length = 0;
   const char* p = sql.data();
   const char* const end = p + sql.size();
   while (p < end) {
@@ -647,17 +673,29 @@ WordScan scan_words(std::string_view sql) {
     do {
       ++p;
     } while (p < end && kWordChar[static_cast<unsigned char>(*p)]);
+    const auto length = static_cast<std::size_t>(p - word);
+    if (first_word == nullptr) {
+      first_word = word;
+      first_length = length;
+    }
     if (is_digit(static_cast<unsigned char>(*word))) {
-      // The lexer ends a number where its digits do and may start a word right after (`1into`):
-      // a word could hide in the tail. Plain numbers say nothing.
+      // The lexer ends a number where its digits do and may start a word right after (`1into`,
+      // `1pg_advisory_lock(`): a word could hide in the tail. Plain numbers say nothing.
       if (!std::all_of(word, p, [](char c) { return is_digit(static_cast<unsigned char>(c)); })) {
-        scan.may_have_effects = true;
+        marks.statement_word = true;
+        marks.lock_function = true;
       }
     } else {
-      classify_word(word, static_cast<std::size_t>(p - word), scan);
+      classify_word(word, length, marks);
     }
-    if (scan.may_end_transaction && scan.may_have_effects) break;
+    if (marks.may_end_transaction && marks.lock_function) break;  // nothing more to learn
   }
+  WordScan scan;
+  scan.may_end_transaction = marks.may_end_transaction;
+  scan.may_have_effects =
+      marks.lock_function ||
+      (marks.statement_word &&
+       (first_word == nullptr || !single_plain_dml(sql, first_word, first_length)));
   return scan;
 }
 

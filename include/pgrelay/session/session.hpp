@@ -203,6 +203,10 @@ struct WorkerSessions {
                               const std::shared_ptr<const config::Config>& config);
   std::unique_ptr<sql::Classifier> classifier_;
   std::shared_ptr<const std::vector<std::string>> classifier_source_;
+  /// The monitor generation and config classifier() last looked at: while neither moves, it
+  /// touches nothing shared (the function list is an atomic shared_ptr in the monitor).
+  std::uint64_t classifier_generation_ = 0;
+  std::shared_ptr<const config::Config> classifier_config_;
   std::vector<std::string> classifier_read_only_;
   /// [[backend]] weights, by backend index (from the config the classifier was built for).
   std::vector<std::uint32_t> weights;
@@ -595,6 +599,16 @@ class Session : public std::enable_shared_from_this<Session> {
   pool::ParamList client_set_;       ///< other parameters in effect for the client
   std::uint64_t params_version_ = 1;
   std::uint64_t state_key_version_ = 0;
+  /// What routing looks up in the client's parameters for every transaction, read again from
+  /// the lists only when params_version_ moves (it does on every change to them after login).
+  struct ParamFacts {
+    std::uint64_t version = 0;  ///< params_version_ these were read at (0: never)
+    bool standard_conforming_strings = sql::LexerOptions{}.standard_conforming_strings;
+    bool default_read_only = false;  ///< default_transaction_read_only = on
+    std::uint64_t min_lsn = 0;       ///< SET pgrelay.min_lsn, 0 when unset or not an LSN
+  };
+  const ParamFacts& param_facts();
+  ParamFacts param_facts_;
   std::string state_key_;  ///< the client's parameters as one comparable string
   std::vector<std::string> readback_;
   StatementMap statements_;      ///< protocol-level named statements

@@ -65,6 +65,12 @@ class Lexer {
   /// The text being read; token offsets point into it.
   [[nodiscard]] std::string_view sql() const { return sql_; }
 
+  /// Skipping the rest of a statement without lexing it: when the rest of the text has no ';'
+  /// byte but perhaps a last one followed only by blanks, no other statement can follow (in a
+  /// string, a comment or not, that ';' ends the text either way). Then moves to the end of
+  /// the text and returns true; otherwise changes nothing and returns false.
+  bool skip_to_end_if_last_statement();
+
  private:
   std::string_view sql_;
   std::size_t pos_ = 0;

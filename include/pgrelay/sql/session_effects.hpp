@@ -88,7 +88,9 @@ struct WordScan {
   /// False when analyze_session_effects() certainly reports nothing: the text has none of the
   /// words it starts from (SET, RESET, DISCARD, PREPARE, DEALLOCATE, LISTEN, DECLARE, EXPLAIN,
   /// EXECUTE, CREATE, INTO, the session advisory-lock functions), and no run that starts with a
-  /// digit and goes on with a letter (the lexer could read a word out of its tail).
+  /// digit and goes on with a letter (the lexer could read a word out of its tail). In a text
+  /// that is one INSERT, UPDATE or DELETE (first word, no ';' before the end) only the lock
+  /// functions and such runs count: `UPDATE t SET` and `INSERT INTO` set nothing.
   bool may_have_effects = false;
 };
 [[nodiscard]] WordScan scan_words(std::string_view sql);

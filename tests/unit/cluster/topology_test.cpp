@@ -97,6 +97,8 @@ TEST(FormatLsn, MatchesPostgresTextForm) {
   EXPECT_EQ(format_lsn(0), "0/0");
   EXPECT_EQ(format_lsn(0x16B374D848ULL), "16/B374D848");
   EXPECT_EQ(format_lsn(0x3000060), "0/3000060");
+  EXPECT_EQ(format_lsn(0x10000000AULL), "1/A");
+  EXPECT_EQ(format_lsn(~std::uint64_t{0}), "FFFFFFFF/FFFFFFFF");
   EXPECT_EQ(parse_lsn("16/B374D848"), 0x16B374D848ULL);
   EXPECT_EQ(parse_lsn(format_lsn(0x3000060)), 0x3000060ULL);
   EXPECT_EQ(parse_lsn("0/0"), 0ULL);

@@ -347,6 +347,27 @@ TEST(Lexer, UnicodeIdentifierValues) {
   EXPECT_EQ(first_identifier("U&\"x\\"), "x\\");
 }
 
+TEST(Lexer, SkipsToTheEndOnlyWhenNoOtherStatementCanFollow) {
+  // No ';', or only a last one with blanks after it: the rest is skipped, next() says kEnd.
+  for (const std::string_view sql : {"UPDATE t SET a = 1 WHERE b = 2", "UPDATE t SET a = 1;",
+                                     "UPDATE t SET a = 'x;  \n", "UPDATE t -- ;\t\n"}) {
+    SCOPED_TRACE(std::string(sql));
+    Lexer lexer(sql);
+    EXPECT_TRUE(is_word(lexer.next(), sql, "update"));
+    EXPECT_TRUE(lexer.skip_to_end_if_last_statement());
+    EXPECT_EQ(lexer.next().kind, TokenKind::kEnd);
+  }
+  // Anything after a ';': nothing moves; the next token is the one after UPDATE.
+  for (const std::string_view sql :
+       {"UPDATE t SET a = 1; SELECT 1", "UPDATE t SET a = ';' x", "UPDATE t; -- comment"}) {
+    SCOPED_TRACE(std::string(sql));
+    Lexer lexer(sql);
+    EXPECT_TRUE(is_word(lexer.next(), sql, "update"));
+    EXPECT_FALSE(lexer.skip_to_end_if_last_statement());
+    EXPECT_TRUE(is_word(lexer.next(), sql, "t"));
+  }
+}
+
 TEST(Lexer, RandomBytesNeverBreakIt) {
   std::mt19937 random(12345);
   constexpr std::string_view kAlphabet = "'\"$\\-/*eEuUbBxXnN&01_ a.;:()=+<>!@#\n\xc3\xa9";
