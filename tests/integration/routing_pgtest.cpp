@@ -69,6 +69,25 @@ bool wait_eligible(const Proxy& proxy, const std::map<std::string, bool>& want,
 }
 
 /// How many of `count` runs of `work` answered from each port.
+// Lag limits so large that standbys with replay paused stay eligible: then only
+// read-your-writes keeps a client from reading behind its own writes.
+const std::string kHugeLagLimits = "max_lag_bytes = 1099511627776\nmax_lag_ms = 86400000";
+
+// Once `proxy` sees both standbys eligible, runs `before_pause` (if any) and pauses replay on
+// both; `resume` resumes it when it goes. Call with ASSERT_NO_FATAL_FAILURE.
+void pause_replay_on_both_standbys(const Proxy& proxy, Cleanup& resume,
+                                   const std::function<void()>& before_pause = {}) {
+  auto& cluster = Cluster::get();
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  resume.cleanup = [&cluster] {
+    cluster.sql("node2", "SELECT pg_wal_replay_resume()");
+    cluster.sql("node3", "SELECT pg_wal_replay_resume()");
+  };
+  if (before_pause) before_pause();
+  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_pause()"), "");
+  ASSERT_EQ(cluster.sql("node3", "SELECT pg_wal_replay_pause()"), "");
+}
+
 std::map<std::string, int> ports_of(int count, const std::function<std::string()>& work) {
   std::map<std::string, int> seen;
   for (int i = 0; i < count; ++i) ++seen[work()];
@@ -211,18 +230,12 @@ TEST_F(RoutingTest, LaggingStandbyGetsNoReadsUntilItCatchesUp) {
 
 TEST_F(RoutingTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
   auto& cluster = Cluster::get();
-  // Lag limits so large that paused standbys stay eligible: only read-your-writes protects.
-  Proxy proxy(routing_toml("max_lag_bytes = 1099511627776\nmax_lag_ms = 86400000"));
-  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
-  Cleanup resume{[&] {
-    cluster.sql("node2", "SELECT pg_wal_replay_resume()");
-    cluster.sql("node3", "SELECT pg_wal_replay_resume()");
-  }};
-  ASSERT_EQ(cluster.sql("node1", "TRUNCATE ryw"), "TRUNCATE TABLE");
-  // Let the standbys replay the TRUNCATE, then stop them.
-  std::this_thread::sleep_for(500ms);
-  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_pause()"), "");
-  ASSERT_EQ(cluster.sql("node3", "SELECT pg_wal_replay_pause()"), "");
+  Proxy proxy(routing_toml(kHugeLagLimits));
+  Cleanup resume;
+  ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume, [&] {
+    ASSERT_EQ(cluster.sql("node1", "TRUNCATE ryw"), "TRUNCATE TABLE");
+    std::this_thread::sleep_for(500ms);  // the standbys replay the TRUNCATE before they stop
+  }));
 
   PgConn writer(proxy.conninfo());
   ASSERT_TRUE(writer.ok()) << writer.error();
@@ -311,15 +324,9 @@ std::string pipelined_value(PGconn* conn) {
 }
 
 TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsnRead) {
-  auto& cluster = Cluster::get();
-  Proxy proxy(routing_toml("max_lag_bytes = 1099511627776\nmax_lag_ms = 86400000"));
-  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
-  Cleanup resume{[&] {
-    cluster.sql("node2", "SELECT pg_wal_replay_resume()");
-    cluster.sql("node3", "SELECT pg_wal_replay_resume()");
-  }};
-  ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_pause()"), "");
-  ASSERT_EQ(cluster.sql("node3", "SELECT pg_wal_replay_pause()"), "");
+  Proxy proxy(routing_toml(kHugeLagLimits));
+  Cleanup resume;
+  ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume));
   PgConn conn(proxy.conninfo());
   ASSERT_TRUE(conn.ok()) << conn.error();
   // A write the paused standbys do not have: the client's next read goes to the primary
