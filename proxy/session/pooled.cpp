@@ -961,7 +961,14 @@ Session::BatchClass Session::classify_batch() {
           add(*found);
         } else if (const auto it = statements_.find(std::string(bind->statement));
                    !bind->statement.empty() && it != statements_.end()) {
-          add(classifier.classify(it->second->query, lexer));
+          Statement& statement = *it->second;
+          if (!statement.route_class || statement.route_catalog != classifier.catalog() ||
+              statement.route_scs != lexer.standard_conforming_strings) {
+            statement.route_class = classifier.classify(statement.query, lexer);
+            statement.route_catalog = classifier.catalog();
+            statement.route_scs = lexer.standard_conforming_strings;
+          }
+          add(*statement.route_class);
         } else {
           add(write);  // an unnamed statement from an earlier batch: not worth tracking
         }

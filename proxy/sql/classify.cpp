@@ -406,6 +406,69 @@ Fast fast_statement(Tokens& tokens, const Token& first, const FunctionCatalog& c
   return Fast::kUnsure;
 }
 
+/// A text the token loop would settle as one plain read without finding anything to look at:
+/// it starts with the word SELECT (blanks before it at most), has no '(' (so no function
+/// call), no ';' but perhaps a last one followed by blanks, and no run of letters, digits and
+/// '_' (anywhere, in strings and comments too) that is a word unsettling a SELECT or that
+/// starts with a digit and goes on with a letter (the lexer could read a word out of its
+/// tail). Most reads are like this; they are then not lexed at all.
+bool plain_select(std::string_view sql) {
+  constexpr auto blank = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+  };
+  static constexpr auto kRunChar = [] {
+    std::array<bool, 256> table{};
+    for (unsigned u = 0; u < table.size(); ++u) {
+      table[u] = (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') ||
+                 u == '_' || u >= 0x80;
+    }
+    return table;
+  }();
+  const auto run_char = [](char c) { return kRunChar[static_cast<unsigned char>(c)]; };
+  std::size_t i = 0;
+  while (i < sql.size() && blank(sql[i])) ++i;
+  constexpr std::string_view kSelect = "select";
+  if (sql.size() - i < kSelect.size()) return false;
+  for (std::size_t k = 0; k < kSelect.size(); ++k) {
+    char c = sql[i + k];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
+    if (c != kSelect[k]) return false;
+  }
+  // The lexer's word goes on through letters, digits, '_', '$' and bytes >= 0x80.
+  const std::size_t after = i + kSelect.size();
+  if (after < sql.size() && (run_char(sql[after]) || sql[after] == '$')) return false;
+  if (sql.find('(', after) != std::string_view::npos) return false;
+  if (const auto semicolon = sql.find(';', after); semicolon != std::string_view::npos) {
+    for (std::size_t k = semicolon + 1; k < sql.size(); ++k) {
+      if (!blank(sql[k])) return false;
+    }
+  }
+  std::array<char, 16> lower{};
+  for (std::size_t p = after; p < sql.size();) {
+    if (!run_char(sql[p])) {
+      ++p;
+      continue;
+    }
+    const std::size_t start = p;
+    while (p < sql.size() && run_char(sql[p])) ++p;
+    const std::size_t length = p - start;
+    if (sql[start] >= '0' && sql[start] <= '9') {
+      for (std::size_t k = start; k < p; ++k) {
+        if (sql[k] < '0' || sql[k] > '9') return false;
+      }
+      continue;
+    }
+    if (length > lower.size()) continue;  // longer than any unsettling word
+    for (std::size_t k = 0; k < length; ++k) {
+      char c = sql[start + k];
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
+      lower[k] = c;
+    }
+    if (unsettling_word(std::string_view(lower.data(), length))) return false;
+  }
+  return true;
+}
+
 /// Folds one statement's verdict into the query's.
 void fold(QueryClass& result, bool& leading, StatementKind kind,
           const std::optional<bool>& tx_read_only, std::string_view reason) {
@@ -712,8 +775,12 @@ std::optional<QueryClass> classify_fast(std::string_view sql, const FunctionCata
                                         LexerOptions options) {
   QueryClass result;
   result.force_primary = mentions_primary_hint(sql);
-  Tokens tokens(sql, options);
   bool leading = true;
+  if (plain_select(sql)) {
+    fold(result, leading, StatementKind::kRead, std::nullopt, {});
+    return result;
+  }
+  Tokens tokens(sql, options);
   while (tokens.peek().kind != TokenKind::kEnd) {
     const Token first = tokens.take();
     if (tokens.punct(first, ';')) continue;

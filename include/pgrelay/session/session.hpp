@@ -84,6 +84,11 @@ struct Statement {
   protocol::ByteVector param_types;
   std::string key;
   bool may_end_tx = false;  ///< sql::may_end_transaction(query)
+  /// The routing verdict for the query, kept for each Bind of it: the text does not change, so
+  /// only another function catalog or standard_conforming_strings setting asks for a new one.
+  std::optional<sql::QueryClass> route_class;
+  std::shared_ptr<const sql::FunctionCatalog> route_catalog;
+  bool route_scs = true;
   StatementRegistry* registry = nullptr;
   ~Statement();
 };

@@ -417,6 +417,34 @@ TEST(Classify, FastPathSettlesCommonStatements) {
   }
 }
 
+TEST(Classify, PlainSelectsSkipTheLexerButKeepItsVerdicts) {
+  const auto catalog = test_catalog();
+  // One SELECT without '(' or an unsettling word: a read, without lexing.
+  for (const char* sql :
+       {"SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+        "  select a, b from t where c = 'x' ", "SELECT * FROM t WHERE a = $1 -- a comment\n",
+        "SELECT 1 /* pgrelay:primary */"}) {
+    const auto fast = classify_fast(sql, *catalog);
+    ASSERT_TRUE(fast.has_value()) << sql;
+    EXPECT_EQ(fast->first, StatementKind::kRead) << sql;
+    EXPECT_TRUE(fast->read_only) << sql;
+    EXPECT_TRUE(fast->has_body) << sql;
+    EXPECT_FALSE(fast->ends_transaction) << sql;
+    EXPECT_TRUE(fast->reason.empty()) << sql;
+  }
+  EXPECT_TRUE(classify_fast("SELECT 1 /* pgrelay:primary */", *catalog)->force_primary);
+  EXPECT_FALSE(classify_fast("SELECT 1", *catalog)->force_primary);
+  // What the token loop must still see: locking clauses and INTO (also behind a number), calls,
+  // a second statement.
+  for (const char* sql : {"SELECT * FROM t FOR UPDATE", "SELECT 1into t", "SELECT a INTO b FROM t",
+                          "SELECT nextval('s')", "SELECT x FROM t FOR SHARE NOWAIT"}) {
+    EXPECT_FALSE(classify_fast(sql, *catalog).has_value()) << sql;
+  }
+  const auto two = classify_fast("SELECT 1; DELETE FROM t", *catalog);
+  ASSERT_TRUE(two.has_value());
+  EXPECT_FALSE(two->read_only);
+}
+
 TEST(Classify, CachedClassifierGivesTheSameVerdictsAndCountsHits) {
   Classifier classifier(test_catalog(), 64);
   for (const auto& c : kCases) {
