@@ -413,7 +413,7 @@ Fast fast_statement(Tokens& tokens, const Token& first, const FunctionCatalog& c
 /// starts with a digit and goes on with a letter (the lexer could read a word out of its
 /// tail). Most reads are like this; they are then not lexed at all.
 bool plain_select(std::string_view sql) {
-  constexpr auto blank = [](char c) {
+  constexpr auto kBlank = [](char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
   };
   static constexpr auto kRunChar = [] {
@@ -426,7 +426,7 @@ bool plain_select(std::string_view sql) {
   }();
   const auto run_char = [](char c) { return kRunChar[static_cast<unsigned char>(c)]; };
   std::size_t i = 0;
-  while (i < sql.size() && blank(sql[i])) ++i;
+  while (i < sql.size() && kBlank(sql[i])) ++i;
   constexpr std::string_view kSelect = "select";
   if (sql.size() - i < kSelect.size()) return false;
   for (std::size_t k = 0; k < kSelect.size(); ++k) {
@@ -440,7 +440,7 @@ bool plain_select(std::string_view sql) {
   if (sql.find('(', after) != std::string_view::npos) return false;
   if (const auto semicolon = sql.find(';', after); semicolon != std::string_view::npos) {
     for (std::size_t k = semicolon + 1; k < sql.size(); ++k) {
-      if (!blank(sql[k])) return false;
+      if (!kBlank(sql[k])) return false;
     }
   }
   std::array<char, 16> lower{};

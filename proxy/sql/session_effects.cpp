@@ -637,17 +637,17 @@ void classify_word(const char* word, std::size_t length, WordMarks& marks) {
 // most) and has no ';' but perhaps a last one followed by blanks. The analysis reads nothing in
 // such a statement but calls of the lock functions: SET, INTO and the rest are its own words.
 bool single_plain_dml(std::string_view sql, const char* first_word, std::size_t length) {
-  constexpr auto blank = [](char c) {
+  constexpr auto kBlank = [](char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
   };
-  if (!std::all_of(sql.data(), first_word, blank)) return false;
+  if (!std::all_of(sql.data(), first_word, kBlank)) return false;
   if (!(length == 6 && (same_word(first_word, "insert") || same_word(first_word, "update") ||
                         same_word(first_word, "delete")))) {
     return false;
   }
   const std::size_t semicolon = sql.find(';');
   return semicolon == std::string_view::npos ||
-         std::all_of(sql.begin() + static_cast<std::ptrdiff_t>(semicolon) + 1, sql.end(), blank);
+         std::all_of(sql.begin() + static_cast<std::ptrdiff_t>(semicolon) + 1, sql.end(), kBlank);
 }
 
 }  // namespace
