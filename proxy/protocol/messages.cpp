@@ -2,6 +2,7 @@
 #include "pgrelay/protocol/messages.hpp"
 
 #include <array>
+#include <cstring>
 
 namespace pgrelay::protocol {
 
@@ -219,10 +220,20 @@ void append_error_response(ByteVector& out, Severity severity, std::string_view 
 }
 
 void append_parameter_status(ByteVector& out, std::string_view name, std::string_view value) {
-  const std::size_t at = begin_message(out, 'S');
-  append_cstring(out, name);
-  append_cstring(out, value);
-  end_message(out, at);
+  // One resize and two copies: a login answer carries a dozen of these.
+  const std::size_t length = 4 + name.size() + 1 + value.size() + 1;
+  const std::size_t at = out.size();
+  out.resize(at + 1 + length);
+  std::uint8_t* p = out.data() + at;
+  *p++ = 'S';
+  write_u32(p, static_cast<std::uint32_t>(length));
+  p += 4;
+  std::memcpy(p, name.data(), name.size());
+  p += name.size();
+  *p++ = 0;
+  std::memcpy(p, value.data(), value.size());
+  p += value.size();
+  *p = 0;
 }
 
 void append_backend_key_data(ByteVector& out, BackendKeyData key) {

@@ -126,6 +126,28 @@ TEST(ParseParameterStatus, ReadsNameAndValue) {
   EXPECT_EQ(status->value, "15.4");
 }
 
+TEST(AppendParameterStatus, BuildsWhatTheParserReads) {
+  ByteVector out = {'Z'};  // appends after what is there
+  append_parameter_status(out, "application_name", "");
+  append_parameter_status(out, "TimeZone", "Europe/Paris");
+  const ByteVector want = Wire()
+                              .byte('Z')
+                              .byte('S')
+                              .u32(4 + 17 + 1)
+                              .str("application_name")
+                              .str("")
+                              .byte('S')
+                              .u32(4 + 9 + 13)
+                              .str("TimeZone")
+                              .str("Europe/Paris");
+  EXPECT_EQ(out, want);
+  const auto status =
+      parse_parameter_status(std::span<const std::uint8_t>(out).subspan(1 + 5 + 17 + 1 + 5));
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->name, "TimeZone");
+  EXPECT_EQ(status->value, "Europe/Paris");
+}
+
 TEST(ParseParameterStatus, RejectsMalformedBodies) {
   const std::vector<std::pair<std::string_view, ByteVector>> cases = {
       {"empty", {}},
