@@ -474,13 +474,24 @@ void Session::use_pool(int backend, const cluster::NodeStatus& node, bool for_lo
   server_pool_->set_credential(credential_);
 }
 
+namespace {
+
+// The node a connection is asked for: `backend` when the topology has it, else the primary
+// (-1 when there is none).
+int target_node(const cluster::Topology& topology, int backend) {
+  return backend >= 0 && static_cast<std::size_t>(backend) < topology.nodes.size()
+             ? backend
+             : topology.primary;
+}
+
+}  // namespace
+
 bool Session::take_idle_server(int backend) {
   // acquire_server()'s usual outcome, without its coroutine: not paused, the target known and
   // an idle connection in its pool. Anything else takes the full path.
   if (dedicated_ || shared_.paused.load(std::memory_order_acquire)) return false;
   const auto& topology = worker_.topology();  // not kept past use_pool(): no copy
-  int target = topology->primary;
-  if (backend >= 0 && static_cast<std::size_t>(backend) < topology->nodes.size()) target = backend;
+  const int target = target_node(*topology, backend);
   if (target < 0) return false;
   use_pool(target, topology->nodes[static_cast<std::size_t>(target)], false);
   auto conn = server_pool_->take_idle();
@@ -498,10 +509,7 @@ awaitable<std::optional<pool::AcquireError>> Session::acquire_server(bool for_lo
   const auto primary_deadline = start + std::chrono::milliseconds(cfg.routing.primary_wait_ms);
   while (true) {
     const auto topology = worker_.topology();
-    int target = topology->primary;
-    if (backend >= 0 && static_cast<std::size_t>(backend) < topology->nodes.size()) {
-      target = backend;
-    }
+    const int target = target_node(*topology, backend);
     const auto* primary =
         target >= 0 ? &topology->nodes[static_cast<std::size_t>(target)] : nullptr;
     if (primary != nullptr && dedicated_ && attach_parked(target)) co_return std::nullopt;

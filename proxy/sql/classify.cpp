@@ -413,20 +413,8 @@ Fast fast_statement(Tokens& tokens, const Token& first, const FunctionCatalog& c
 /// starts with a digit and goes on with a letter (the lexer could read a word out of its
 /// tail). Most reads are like this; they are then not lexed at all.
 bool plain_select(std::string_view sql) {
-  constexpr auto kBlank = [](char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-  };
-  static constexpr auto kRunChar = [] {
-    std::array<bool, 256> table{};
-    for (unsigned u = 0; u < table.size(); ++u) {
-      table[u] = (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z') || (u >= '0' && u <= '9') ||
-                 u == '_' || u >= 0x80;
-    }
-    return table;
-  }();
-  const auto run_char = [](char c) { return kRunChar[static_cast<unsigned char>(c)]; };
   std::size_t i = 0;
-  while (i < sql.size() && kBlank(sql[i])) ++i;
+  while (i < sql.size() && is_blank_byte(sql[i])) ++i;
   constexpr std::string_view kSelect = "select";
   if (sql.size() - i < kSelect.size()) return false;
   for (std::size_t k = 0; k < kSelect.size(); ++k) {
@@ -436,21 +424,21 @@ bool plain_select(std::string_view sql) {
   }
   // The lexer's word goes on through letters, digits, '_', '$' and bytes >= 0x80.
   const std::size_t after = i + kSelect.size();
-  if (after < sql.size() && (run_char(sql[after]) || sql[after] == '$')) return false;
+  if (after < sql.size() && (is_word_byte(sql[after]) || sql[after] == '$')) return false;
   if (sql.find('(', after) != std::string_view::npos) return false;
   if (const auto semicolon = sql.find(';', after); semicolon != std::string_view::npos) {
     for (std::size_t k = semicolon + 1; k < sql.size(); ++k) {
-      if (!kBlank(sql[k])) return false;
+      if (!is_blank_byte(sql[k])) return false;
     }
   }
   std::array<char, 16> lower{};
   for (std::size_t p = after; p < sql.size();) {
-    if (!run_char(sql[p])) {
+    if (!is_word_byte(sql[p])) {
       ++p;
       continue;
     }
     const std::size_t start = p;
-    while (p < sql.size() && run_char(sql[p])) ++p;
+    while (p < sql.size() && is_word_byte(sql[p])) ++p;
     const std::size_t length = p - start;
     if (sql[start] >= '0' && sql[start] <= '9') {
       for (std::size_t k = start; k < p; ++k) {

@@ -13,9 +13,7 @@ namespace {
 
 constexpr std::size_t kMaxText = std::numeric_limits<std::uint32_t>::max() - 1;
 
-bool is_space(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-}
+bool is_space(char c) { return is_blank_byte(c); }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_hex_digit(char c) {
   return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');

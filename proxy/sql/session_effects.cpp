@@ -556,13 +556,6 @@ namespace pgrelay::sql {
 
 namespace {
 
-// ASCII letters and digits, '_' and bytes >= 0x80 (no locale lookup: this runs on every byte of
-// every query in transaction pooling).
-constexpr bool word_char(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c >= 0x80;
-}
-
 constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
 // `word` equals `lower` (lower-case letters and '_') in any case.
@@ -637,42 +630,34 @@ void classify_word(const char* word, std::size_t length, WordMarks& marks) {
 // most) and has no ';' but perhaps a last one followed by blanks. The analysis reads nothing in
 // such a statement but calls of the lock functions: SET, INTO and the rest are its own words.
 bool single_plain_dml(std::string_view sql, const char* first_word, std::size_t length) {
-  constexpr auto kBlank = [](char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
-  };
-  if (!std::all_of(sql.data(), first_word, kBlank)) return false;
+  if (!std::all_of(sql.data(), first_word, is_blank_byte)) return false;
   if (!(length == 6 && (same_word(first_word, "insert") || same_word(first_word, "update") ||
                         same_word(first_word, "delete")))) {
     return false;
   }
   const std::size_t semicolon = sql.find(';');
   return semicolon == std::string_view::npos ||
-         std::all_of(sql.begin() + static_cast<std::ptrdiff_t>(semicolon) + 1, sql.end(), kBlank);
+         std::all_of(sql.begin() + static_cast<std::ptrdiff_t>(semicolon) + 1, sql.end(),
+                     is_blank_byte);
 }
 
 }  // namespace
 
 WordScan scan_words(std::string_view sql) {
-  // A table, not word_char(): this loop sees every byte of every statement.
-  static constexpr auto kWordChar = [] {
-    std::array<bool, 256> table{};
-    for (unsigned c = 0; c < table.size(); ++c) table[c] = word_char(static_cast<unsigned char>(c));
-    return table;
-  }();
   WordMarks marks;
   const char* first_word = nullptr;
   std::size_t first_length = 0;
   const char* p = sql.data();
   const char* const end = p + sql.size();
   while (p < end) {
-    if (!kWordChar[static_cast<unsigned char>(*p)]) {
+    if (!is_word_byte(*p)) {
       ++p;
       continue;
     }
     const char* const word = p;
     do {
       ++p;
-    } while (p < end && kWordChar[static_cast<unsigned char>(*p)]);
+    } while (p < end && is_word_byte(*p));
     const auto length = static_cast<std::size_t>(p - word);
     if (first_word == nullptr) {
       first_word = word;

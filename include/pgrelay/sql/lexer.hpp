@@ -3,12 +3,31 @@
 // Lexical rules: https://www.postgresql.org/docs/current/sql-syntax-lexical.html
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace pgrelay::sql {
+
+/// Blank between tokens, as the lexer skips it (comments aside).
+[[nodiscard]] constexpr bool is_blank_byte(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/// ASCII letters and digits, '_' and bytes >= 0x80: one word for the quick scans that spare
+/// most statements the lexer (sql::scan_words, the classifier's plain-SELECT check). The
+/// lexer's words also run on through '$'. A table: these scans look at every byte.
+inline constexpr std::array<bool, 256> kWordBytes = [] {
+  std::array<bool, 256> table{};
+  for (unsigned c = 0; c < table.size(); ++c) {
+    table[c] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '_' || c >= 0x80;
+  }
+  return table;
+}();
+[[nodiscard]] inline bool is_word_byte(char c) { return kWordBytes[static_cast<unsigned char>(c)]; }
 
 enum class TokenKind : std::uint8_t {
   /// Unquoted identifier or keyword: letters, digits, '_' and '$' after the first character;
