@@ -936,6 +936,7 @@ Session::BatchClass Session::classify_batch() {
       case FrontendType::kQuery:
         if (const auto text = protocol::parse_query(body)) {
           auto verdict = classifier.classify(*text, lexer);
+          if (verdict.plain_select && !any) batch.plain_query_at = pos;
           // SET pgrelay.min_lsn runs on the primary, so reads pipelined behind it (while
           // pgrelay reads the new value back) cannot land on a standby that is behind it.
           if (mentions_min_lsn(*text)) verdict.force_primary = true;
@@ -1283,7 +1284,9 @@ awaitable<void> Session::pooled_client_loop() {
     } else {
       batch_ends_tx_ = false;
     }
+    if (classified) plain_query_at_ = classified->plain_query_at;
     process_client_messages();
+    plain_query_at_ = std::string::npos;
     if (closing_) break;
     if (batch_ends_tx_ && server_conn_ && c2s_stream_left_ == 0 && c2s_begin_ == c2s_end_ &&
         !slots_.empty() && !slots_.back().internal() &&
@@ -1491,7 +1494,10 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
       if (transaction_mode_ && !pinned_) {
         const auto sql = protocol::parse_query(body);
         if (sql) {
-          const auto words = sql::scan_words(*sql);
+          // A text routing found to be a plain SELECT has no effects and ends nothing.
+          const bool plain = plain_query_at_ != std::string::npos &&
+                             message.data() == c2s_buffer_.data() + plain_query_at_;
+          const auto words = plain ? sql::WordScan{} : sql::scan_words(*sql);
           if (words.may_end_transaction) unit_may_commit_ = true;
           handle_query(message, *sql, words.may_have_effects);
           end_unit();

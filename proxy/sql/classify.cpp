@@ -766,6 +766,7 @@ std::optional<QueryClass> classify_fast(std::string_view sql, const FunctionCata
   bool leading = true;
   if (plain_select(sql)) {
     fold(result, leading, StatementKind::kRead, std::nullopt, {});
+    result.plain_select = true;
     return result;
   }
   Tokens tokens(sql, options);
@@ -824,6 +825,7 @@ QueryClass combine(const QueryClass& first, const QueryClass& next) {
   if (next.first == StatementKind::kEmpty && !next.force_primary) return first;
   if (first.first == StatementKind::kEmpty && !first.force_primary) return next;
   QueryClass result = first;
+  result.plain_select = false;
   result.force_primary = first.force_primary || next.force_primary;
   result.ends_transaction = first.ends_transaction || next.ends_transaction;
   result.parsed = first.parsed || next.parsed;

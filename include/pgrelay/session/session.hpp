@@ -357,6 +357,9 @@ class Session : public std::enable_shared_from_this<Session> {
   struct BatchClass {
     bool need_more = false;
     sql::QueryClass query;
+    /// Offset in the client buffer of a Query message whose text the classifier found to be a
+    /// plain SELECT (sql::QueryClass::plain_select), or npos.
+    std::size_t plain_query_at = std::string::npos;
   };
   BatchClass classify_batch();
   /// Picks the backend for the transaction that starts with the waiting messages.
@@ -621,6 +624,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t c2s_begin_ = 0;
   std::size_t c2s_end_ = 0;
   std::size_t c2s_stream_left_ = 0;
+  /// While process_client_messages() runs: where in c2s_buffer_ a Query starts that routing
+  /// already found to be a plain SELECT (BatchClass::plain_query_at), so its text is not
+  /// scanned again for session effects; npos otherwise.
+  std::size_t plain_query_at_ = std::string::npos;
   protocol::ByteVector c2s_extra_;
   std::vector<Segment> c2s_segments_;
   std::vector<net::asio::const_buffer> c2s_iov_;

@@ -78,6 +78,10 @@ struct QueryClass {
   bool has_body = false;
   /// The full parser was needed (and its verdict cached).
   bool parsed = false;
+  /// The text is one SELECT with no '(' and no word that could make it more than a read (see
+  /// classify.cpp): it calls no function, so it has no session effects and ends no
+  /// transaction. combine() clears it when both parts have statements.
+  bool plain_select = false;
   /// Why the query is not read-only, for debug logs and tests ("" when it is).
   std::string reason;
 };

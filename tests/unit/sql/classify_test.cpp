@@ -2,6 +2,7 @@
 // (which must either agree with the parser or leave the case to it) and through the cached
 // Classifier (twice, so the second answer comes from the cache when the parser was needed).
 #include "pgrelay/sql/classify.hpp"
+#include "pgrelay/sql/session_effects.hpp"
 
 #include <gtest/gtest.h>
 
@@ -431,6 +432,23 @@ TEST(Classify, PlainSelectsSkipTheLexerButKeepItsVerdicts) {
     EXPECT_TRUE(fast->has_body) << sql;
     EXPECT_FALSE(fast->ends_transaction) << sql;
     EXPECT_TRUE(fast->reason.empty()) << sql;
+    EXPECT_TRUE(fast->plain_select) << sql;
+  }
+  // The session relies on plain_select to skip its session-effects scan: words that scan
+  // stops at (SET, COMMIT, LISTEN, END ...) may appear, but the one SELECT has no effects.
+  for (const char* sql : {"SELECT set, commit, listen, prepare FROM t",
+                          "SELECT CASE WHEN a THEN 1 END FROM t; ", "select 'reset all' as x"}) {
+    const auto fast = classify_fast(sql, *catalog);
+    ASSERT_TRUE(fast.has_value()) << sql;
+    EXPECT_TRUE(fast->plain_select) << sql;
+    EXPECT_FALSE(fast->ends_transaction) << sql;
+    EXPECT_TRUE(analyze_session_effects(sql, {}).empty()) << sql;
+  }
+  // Lexed texts are not marked, read or not.
+  for (const char* sql : {"SELECT count(*) FROM t", "SELECT 1; SELECT 2", "BEGIN", "SET a = 1"}) {
+    const auto fast = classify_fast(sql, *catalog);
+    ASSERT_TRUE(fast.has_value()) << sql;
+    EXPECT_FALSE(fast->plain_select) << sql;
   }
   EXPECT_TRUE(classify_fast("SELECT 1 /* pgrelay:primary */", *catalog)->force_primary);
   EXPECT_FALSE(classify_fast("SELECT 1", *catalog)->force_primary);
