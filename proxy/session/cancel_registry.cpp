@@ -5,14 +5,15 @@ namespace pgrelay::session {
 
 void CancelEntry::set(const std::string& host, std::uint16_t port, protocol::BackendKeyData key) {
   std::lock_guard lock(mutex_);
-  target_.host = host;
+  if (target_.host != host) target_.host = host;  // kept by clear(): mostly the same backend
   target_.port = port;
   target_.key = key;
 }
 
 void CancelEntry::clear() {
   std::lock_guard lock(mutex_);
-  target_ = CancelTarget{};
+  target_.port = 0;
+  target_.key = {};
 }
 
 CancelTarget CancelEntry::get() const {

@@ -379,8 +379,9 @@ void Session::attached(pool::ServerPtr conn) {
     auto& routes = shared_.stats->routes(worker_.index, index);
     (routed_read_ ? routes.read : routes.write).fetch_add(1, std::memory_order_relaxed);
   }
-  backend_name_ = server_conn_->backend_name;
-  backend_host_ = server_conn_->host;
+  // Mostly the same backend as the last transaction's: no copy then.
+  if (backend_name_ != server_conn_->backend_name) backend_name_ = server_conn_->backend_name;
+  if (backend_host_ != server_conn_->host) backend_host_ = server_conn_->host;
   backend_port_ = server_conn_->port;
   server_status_ = TransactionStatus::kIdle;
   server_skipping_ = false;
@@ -936,7 +937,7 @@ Session::BatchClass Session::classify_batch() {
       case FrontendType::kQuery:
         if (const auto text = protocol::parse_query(body)) {
           auto verdict = classifier.classify(*text, lexer);
-          if (verdict.plain_select && !any) batch.plain_query_at = pos;
+          if (verdict.plain_select && pos == c2s_begin_) batch.plain_query_at = pos;
           // SET pgrelay.min_lsn runs on the primary, so reads pipelined behind it (while
           // pgrelay reads the new value back) cannot land on a standby that is behind it.
           if (mentions_min_lsn(*text)) verdict.force_primary = true;
@@ -948,6 +949,7 @@ Session::BatchClass Session::classify_batch() {
       case FrontendType::kParse:
         if (const auto parse = protocol::parse_parse(body)) {
           auto verdict = classifier.classify(parse->query, lexer);
+          if (verdict.plain_select && pos == c2s_begin_) batch.plain_query_at = pos;
           if (parsed_count < parsed.size()) {
             parsed[parsed_count++].emplace(parse->statement, std::move(verdict));
           }
@@ -1481,6 +1483,12 @@ void Session::process_client_messages() {
   }
 }
 
+bool Session::is_plain_query(protocol::Bytes message) const {
+  // A text routing found to be a plain SELECT has no session effects and ends no transaction.
+  return plain_query_at_ != std::string::npos &&
+         message.data() == c2s_buffer_.data() + plain_query_at_;
+}
+
 bool Session::handle_client_message(FrontendType type, protocol::Bytes message) {
   // Returns true when the message was written to the extra buffer (rewritten or dropped);
   // false to pass it through as it is. `message` may be just the header (streamed types).
@@ -1494,10 +1502,7 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
       if (transaction_mode_ && !pinned_) {
         const auto sql = protocol::parse_query(body);
         if (sql) {
-          // A text routing found to be a plain SELECT has no effects and ends nothing.
-          const bool plain = plain_query_at_ != std::string::npos &&
-                             message.data() == c2s_buffer_.data() + plain_query_at_;
-          const auto words = plain ? sql::WordScan{} : sql::scan_words(*sql);
+          const auto words = is_plain_query(message) ? sql::WordScan{} : sql::scan_words(*sql);
           if (words.may_end_transaction) unit_may_commit_ = true;
           handle_query(message, *sql, words.may_have_effects);
           end_unit();
@@ -1742,7 +1747,7 @@ void Session::handle_parse(protocol::Bytes message) {
     passthrough();  // the server reports the malformed message
     return;
   }
-  const auto words = sql::scan_words(parse->query);
+  const auto words = is_plain_query(message) ? sql::WordScan{} : sql::scan_words(parse->query);
   if (words.may_end_transaction) unit_may_commit_ = true;
   if (parse->statement.empty()) unnamed_may_commit_ = words.may_end_transaction;
   const auto effects =
@@ -2279,7 +2284,9 @@ void Session::detach(bool reusable) {
   s2c_stream_left_ = 0;
   server_conn_->last_client = id_;
   server_conn_->last_client_version = params_version_;
-  if (transaction_mode_) server_conn_->state_key = state_key();
+  if (transaction_mode_ && server_conn_->state_key != state_key()) {
+    server_conn_->state_key = state_key();
+  }
   if (transaction_mode_ && backend_index_ >= 0 &&
       static_cast<std::size_t>(backend_index_) < worker_.outstanding.size() &&
       worker_.outstanding[static_cast<std::size_t>(backend_index_)] > 0) {

@@ -158,16 +158,26 @@ bool grammar_paren_word(std::string_view w) {
 
 /// Words that, anywhere in a SELECT, mean the lexer cannot settle it (locking clauses, SELECT
 /// INTO, nested data-modifying statements).
-bool unsettling_word(std::string_view w) {
-  static constexpr std::string_view kWords[] = {"into",  "for",  "insert",    "update", "delete",
-                                                "merge", "with", "returning", "lock",   "execute",
-                                                "copy",  "call", "nowait",    "share"};
-  // Asked for every word of every SELECT: the first letter rules most words out before any
-  // comparison of the rest.
-  if (w.empty() || std::string_view("ifudmwrlecns").find(w.front()) == std::string_view::npos) {
-    return false;
+bool unsettling_word(const char* word, std::size_t length) {
+  // Asked for every word of every SELECT: the length rules most words out, the first letter
+  // most of the rest.
+  const auto is = [word](std::string_view lower) { return same_word(word, lower); };
+  switch (length) {
+    case 3:
+      return is("for");
+    case 4:
+      return is("into") || is("with") || is("lock") || is("copy") || is("call");
+    case 5:
+      return is("merge") || is("share");
+    case 6:
+      return is("insert") || is("update") || is("delete") || is("nowait");
+    case 7:
+      return is("execute");
+    case 9:
+      return is("returning");
+    default:
+      return false;
   }
-  return std::find(std::begin(kWords), std::end(kWords), w) != std::end(kWords);
 }
 
 bool plain_write_word(std::string_view w) {
@@ -291,7 +301,10 @@ Fast fast_statement(Tokens& tokens, const Token& first, const FunctionCatalog& c
     while (true) {
       const Token t = tokens.take();
       if (tokens.statement_end(t)) break;
-      if (t.kind == TokenKind::kWord && unsettling_word(tokens.word(t))) return Fast::kUnsure;
+      if (t.kind == TokenKind::kWord) {
+        const auto w = tokens.word(t);
+        if (unsettling_word(w.data(), w.size())) return Fast::kUnsure;
+      }
       if (tokens.punct(t, '(')) {
         if (prev.kind == TokenKind::kQuotedIdentifier) return Fast::kUnsure;
         if (prev.kind == TokenKind::kWord) {
@@ -431,7 +444,6 @@ bool plain_select(std::string_view sql) {
       if (!is_blank_byte(sql[k])) return false;
     }
   }
-  std::array<char, 16> lower{};
   for (std::size_t p = after; p < sql.size();) {
     if (!is_word_byte(sql[p])) {
       ++p;
@@ -446,13 +458,7 @@ bool plain_select(std::string_view sql) {
       }
       continue;
     }
-    if (length > lower.size()) continue;  // longer than any unsettling word
-    for (std::size_t k = 0; k < length; ++k) {
-      char c = sql[start + k];
-      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
-      lower[k] = c;
-    }
-    if (unsettling_word(std::string_view(lower.data(), length))) return false;
+    if (unsettling_word(sql.data() + start, length)) return false;
   }
   return true;
 }

@@ -558,16 +558,6 @@ namespace {
 
 constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 
-// `word` equals `lower` (lower-case letters and '_') in any case.
-bool same_word(const char* word, std::string_view lower) {
-  for (std::size_t i = 0; i < lower.size(); ++i) {
-    char c = word[i];
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-    if (c != lower[i]) return false;
-  }
-  return true;
-}
-
 // What one word can mean to the analysis.
 struct WordMarks {
   bool may_end_transaction = false;

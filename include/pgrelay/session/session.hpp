@@ -357,11 +357,14 @@ class Session : public std::enable_shared_from_this<Session> {
   struct BatchClass {
     bool need_more = false;
     sql::QueryClass query;
-    /// Offset in the client buffer of a Query message whose text the classifier found to be a
-    /// plain SELECT (sql::QueryClass::plain_select), or npos.
+    /// Offset in the client buffer of the batch's first message when it is a Query or Parse
+    /// whose text the classifier found to be a plain SELECT (sql::QueryClass::plain_select);
+    /// npos otherwise.
     std::size_t plain_query_at = std::string::npos;
   };
   BatchClass classify_batch();
+  /// `message` (in c2s_buffer_) is the Query or Parse that plain_query_at_ marks.
+  [[nodiscard]] bool is_plain_query(protocol::Bytes message) const;
   /// Picks the backend for the transaction that starts with the waiting messages.
   routing::Decision route_transaction(const sql::QueryClass& query);
   void send_commit_lsn_query();
@@ -624,8 +627,8 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t c2s_begin_ = 0;
   std::size_t c2s_end_ = 0;
   std::size_t c2s_stream_left_ = 0;
-  /// While process_client_messages() runs: where in c2s_buffer_ a Query starts that routing
-  /// already found to be a plain SELECT (BatchClass::plain_query_at), so its text is not
+  /// While process_client_messages() runs: where in c2s_buffer_ a Query or Parse starts whose
+  /// text routing already found to be a plain SELECT (BatchClass::plain_query_at), so it is not
   /// scanned again for session effects; npos otherwise.
   std::size_t plain_query_at_ = std::string::npos;
   protocol::ByteVector c2s_extra_;

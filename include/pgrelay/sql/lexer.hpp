@@ -29,6 +29,15 @@ inline constexpr std::array<bool, 256> kWordBytes = [] {
 }();
 [[nodiscard]] inline bool is_word_byte(char c) { return kWordBytes[static_cast<unsigned char>(c)]; }
 
+/// The `lower.size()` bytes at `word` spell `lower` (given in lower case) in any case.
+[[nodiscard]] inline bool same_word(const char* word, std::string_view lower) {
+  for (std::size_t i = 0; i < lower.size(); ++i) {
+    const char c = word[i];
+    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != lower[i]) return false;
+  }
+  return true;
+}
+
 enum class TokenKind : std::uint8_t {
   /// Unquoted identifier or keyword: letters, digits, '_' and '$' after the first character;
   /// bytes >= 0x80 count as letters.
@@ -104,14 +113,7 @@ class Lexer {
     return false;
   }
   const std::string_view text = token.text(sql);
-  if (text.size() != lower_keyword.size()) return false;
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != lower_keyword[i]) {
-      return false;
-    }
-  }
-  return true;
+  return text.size() == lower_keyword.size() && same_word(text.data(), lower_keyword);
 }
 
 /// Identifier value as PostgreSQL folds it: unquoted words lower-cased (ASCII only, as the server
