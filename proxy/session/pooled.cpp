@@ -1223,9 +1223,12 @@ awaitable<void> Session::pooled_client_loop() {
         stop_relay("client closed");
         break;
       }
-      // Only a batch that starts with a Parse can be answered here: no coroutine call otherwise.
-      if (tx_status_ == TransactionStatus::kIdle && c2s_begin_ < c2s_end_ &&
+      // Only a batch that starts with the Parse of a named statement can be answered here: no
+      // coroutine call otherwise (an unnamed one, as in pgbench -M extended, ends the search).
+      if (tx_status_ == TransactionStatus::kIdle &&
+          c2s_end_ - c2s_begin_ > protocol::kHeaderLength &&
           c2s_buffer_[c2s_begin_] == static_cast<std::uint8_t>(FrontendType::kParse) &&
+          c2s_buffer_[c2s_begin_ + protocol::kHeaderLength] != 0 &&
           co_await answer_prepare_locally()) {
         continue;
       }
@@ -1442,13 +1445,11 @@ void Session::process_client_messages() {
     const auto* start = c2s_buffer_.data() + c2s_begin_;
     const auto type = static_cast<FrontendType>(start[0]);
     const std::uint32_t length = protocol::read_u32(start + 1);
-    std::string error(protocol::check_header(length, max_length));
-    if (error.empty() && !protocol::is_known(type)) {
-      error = "invalid frontend message type " + std::to_string(start[0]);
-    } else if (!error.empty()) {
-      error = "invalid frontend message: " + error;
-    }
-    if (!error.empty()) {
+    const std::string_view problem = protocol::check_header(length, max_length);
+    if (!problem.empty() || !protocol::is_known(type)) {
+      const std::string error = problem.empty()
+                                    ? "invalid frontend message type " + std::to_string(start[0])
+                                    : "invalid frontend message: " + std::string(problem);
       set_final_error(sqlstate::kProtocolViolation, error);
       worker_.counters->protocol_errors_total.fetch_add(1, std::memory_order_relaxed);
       stop_relay("protocol violation by the client");

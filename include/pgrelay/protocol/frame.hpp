@@ -35,8 +35,12 @@ struct DecodeResult {
   std::string_view error;
 };
 
-/// Why a header is malformed, or empty when it is fine.
-[[nodiscard]] std::string_view check_header(std::uint32_t length, std::uint32_t max_length);
+/// Why a header is malformed, or empty when it is fine. Inline: asked for every message.
+[[nodiscard]] inline std::string_view check_header(std::uint32_t length, std::uint32_t max_length) {
+  if (length < 4) return "invalid message length";
+  if (length > max_length) return "message too large";
+  return {};
+}
 
 /// Decodes the first message in `buffer`. kComplete means the whole message (header and body)
 /// is in the buffer; kNeedMore that more bytes are needed; kMalformed that the stream is broken.
