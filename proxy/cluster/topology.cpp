@@ -1,6 +1,7 @@
 // Role assignment over a set of probed nodes: primary election and fencing.
 #include "pgrelay/cluster/topology.hpp"
 
+#include <array>
 #include <charconv>
 #include <cstdio>
 
@@ -63,17 +64,17 @@ void assign_roles(Topology& topology, std::uint32_t failure_threshold,
 std::string format_lsn(std::uint64_t lsn) {
   // By hand, not snprintf: every commit's LSN is told to its client in this form.
   constexpr char kDigits[] = "0123456789ABCDEF";
-  const auto append_hex = [&](std::string& out, std::uint32_t value) {
+  std::array<char, 17> text{};  // two 8-digit halves and the '/'
+  std::size_t size = 0;
+  const auto append_hex = [&](std::uint32_t value) {
     int shift = 28;
     while (shift > 0 && (value >> shift) == 0) shift -= 4;  // no leading zeros, as %X
-    for (; shift >= 0; shift -= 4) out.push_back(kDigits[(value >> shift) & 0xF]);
+    for (; shift >= 0; shift -= 4) text[size++] = kDigits[(value >> shift) & 0xF];
   };
-  std::string text;
-  text.reserve(17);
-  append_hex(text, static_cast<std::uint32_t>(lsn >> 32));
-  text.push_back('/');
-  append_hex(text, static_cast<std::uint32_t>(lsn & 0xffffffffU));
-  return text;
+  append_hex(static_cast<std::uint32_t>(lsn >> 32));
+  text[size++] = '/';
+  append_hex(static_cast<std::uint32_t>(lsn & 0xffffffffU));
+  return {text.data(), size};
 }
 
 std::optional<std::uint64_t> parse_lsn(std::string_view text) {

@@ -997,6 +997,55 @@ Session::BatchClass Session::classify_batch() {
   return batch;
 }
 
+bool Session::batch_may_end_transaction() {
+  // Only statement texts end a transaction: a Query's or a Parse's (its Bind may follow in a
+  // later batch, hence the statements' own marks). Errs towards true. The word scans are kept
+  // for process_client_messages(), which would otherwise make them again.
+  if (c2s_stream_left_ > 0) return true;
+  const std::uint32_t max_length = config_->limits.max_message_bytes;
+  std::size_t pos = c2s_begin_;
+  while (c2s_end_ - pos >= protocol::kHeaderLength) {
+    const auto* start = c2s_buffer_.data() + pos;
+    const auto type = static_cast<FrontendType>(start[0]);
+    const std::uint32_t length = protocol::read_u32(start + 1);
+    if (!protocol::check_header(length, max_length).empty()) return true;
+    const std::size_t total = std::size_t{length} + 1;
+    if (c2s_end_ - pos < total) return true;  // a partial message: not worth a closer look
+    const protocol::Bytes body(start + protocol::kHeaderLength, length - 4);
+    switch (type) {
+      case FrontendType::kQuery:
+      case FrontendType::kParse: {
+        std::optional<std::string_view> text;
+        if (type == FrontendType::kQuery) {
+          text = protocol::parse_query(body);
+        } else if (const auto parse = protocol::parse_parse(body)) {
+          text = parse->query;
+        }
+        if (!text) return true;
+        const auto words = sql::scan_words(*text);
+        remember_scan(pos, words);  // handle_client_message() needs the same scan
+        if (words.may_end_transaction) return true;
+        break;
+      }
+      case FrontendType::kBind: {
+        const auto bind = protocol::parse_bind_prefix(body);
+        if (!bind) return true;
+        if (bind->statement.empty()) {
+          if (unnamed_may_commit_) return true;
+          break;
+        }
+        const auto it = statements_.find(std::string(bind->statement));
+        if (it == statements_.end() || it->second->may_end_tx) return true;
+        break;
+      }
+      default:
+        break;
+    }
+    pos += total;
+  }
+  return false;
+}
+
 routing::Decision Session::route_transaction(const sql::QueryClass& query) {
   const auto& cfg = *config_;
   const auto& topology = worker_.topology();  // nothing below asks for it again: no copy
@@ -1279,19 +1328,27 @@ awaitable<void> Session::pooled_client_loop() {
     if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes &&
         config_->routing.read_write_split && server_conn_) {
       // Without read splitting every read runs on the primary: no watermark is needed. The
-      // buffer has not changed since routing classified it (if it did).
-      if (!classified) classified = classify_batch();
-      const auto& batch = *classified;
-      batch_ends_tx_ =
-          batch.query.ends_transaction || (tx_status_ == TransactionStatus::kIdle &&
-                                           batch.query.first != sql::StatementKind::kBegin &&
-                                           batch.query.first != sql::StatementKind::kEmpty);
+      // buffer has not changed since routing classified it (if it did). Inside a transaction a
+      // batch without a word that can end one (the statements of pgbench -N) is not classified.
+      if (!classified && tx_status_ == TransactionStatus::kInTransaction &&
+          !batch_may_end_transaction()) {
+        batch_ends_tx_ = false;
+      } else {
+        if (!classified) classified = classify_batch();
+        const auto& batch = *classified;
+        batch_ends_tx_ =
+            batch.query.ends_transaction || (tx_status_ == TransactionStatus::kIdle &&
+                                             batch.query.first != sql::StatementKind::kBegin &&
+                                             batch.query.first != sql::StatementKind::kEmpty);
+      }
     } else {
       batch_ends_tx_ = false;
     }
-    if (classified) plain_query_at_ = classified->plain_query_at;
+    if (classified && classified->plain_query_at != std::string::npos) {
+      remember_scan(classified->plain_query_at, {});  // a plain SELECT: nothing to find
+    }
     process_client_messages();
-    plain_query_at_ = std::string::npos;
+    scanned_count_ = 0;
     if (closing_) break;
     if (batch_ends_tx_ && server_conn_ && c2s_stream_left_ == 0 && c2s_begin_ == c2s_end_ &&
         !slots_.empty() && !slots_.back().internal() &&
@@ -1484,10 +1541,15 @@ void Session::process_client_messages() {
   }
 }
 
-bool Session::is_plain_query(protocol::Bytes message) const {
-  // A text routing found to be a plain SELECT has no session effects and ends no transaction.
-  return plain_query_at_ != std::string::npos &&
-         message.data() == c2s_buffer_.data() + plain_query_at_;
+void Session::remember_scan(std::size_t at, sql::WordScan words) {
+  if (scanned_count_ < scanned_.size()) scanned_[scanned_count_++] = {at, words};
+}
+
+sql::WordScan Session::scan_of(protocol::Bytes message, std::string_view text) const {
+  for (std::size_t i = 0; i < scanned_count_; ++i) {
+    if (message.data() == c2s_buffer_.data() + scanned_[i].at) return scanned_[i].words;
+  }
+  return sql::scan_words(text);
 }
 
 bool Session::handle_client_message(FrontendType type, protocol::Bytes message) {
@@ -1503,7 +1565,7 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
       if (transaction_mode_ && !pinned_) {
         const auto sql = protocol::parse_query(body);
         if (sql) {
-          const auto words = is_plain_query(message) ? sql::WordScan{} : sql::scan_words(*sql);
+          const auto words = scan_of(message, *sql);
           if (words.may_end_transaction) unit_may_commit_ = true;
           handle_query(message, *sql, words.may_have_effects);
           end_unit();
@@ -1748,7 +1810,7 @@ void Session::handle_parse(protocol::Bytes message) {
     passthrough();  // the server reports the malformed message
     return;
   }
-  const auto words = is_plain_query(message) ? sql::WordScan{} : sql::scan_words(parse->query);
+  const auto words = scan_of(message, parse->query);
   if (words.may_end_transaction) unit_may_commit_ = true;
   if (parse->statement.empty()) unnamed_may_commit_ = words.may_end_transaction;
   const auto effects =
@@ -2153,8 +2215,10 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
         // The client's transaction had ended: its commit is at or before this LSN.
         ryw_lsn_ = std::max(ryw_lsn_, head->lsn);
         ryw_unknown_ = false;
-        spdlog::debug("c{}: commit watermark {} from backend {}", id_,
-                      cluster::format_lsn(head->lsn), backend_name_);
+        if (spdlog::should_log(spdlog::level::debug)) {  // not formatted per commit otherwise
+          spdlog::debug("c{}: commit watermark {} from backend {}", id_,
+                        cluster::format_lsn(head->lsn), backend_name_);
+        }
         // Told with the client's next answer: no write (and no client wake-up) of its own.
         pending_commit_lsn_ = head->lsn;
       }

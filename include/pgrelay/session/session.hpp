@@ -363,8 +363,13 @@ class Session : public std::enable_shared_from_this<Session> {
     std::size_t plain_query_at = std::string::npos;
   };
   BatchClass classify_batch();
-  /// `message` (in c2s_buffer_) is the Query or Parse that plain_query_at_ marks.
-  [[nodiscard]] bool is_plain_query(protocol::Bytes message) const;
+  /// Some message waiting in the client buffer may end the transaction (a word scan of its
+  /// text, sql::may_end_transaction): false spares the classifier inside a transaction.
+  [[nodiscard]] bool batch_may_end_transaction();
+  /// Keeps the word scan of the Query or Parse at offset `at` of c2s_buffer_ for scan_of().
+  void remember_scan(std::size_t at, sql::WordScan words);
+  /// sql::scan_words(text) of `message` (in c2s_buffer_): the one remembered for it, if any.
+  [[nodiscard]] sql::WordScan scan_of(protocol::Bytes message, std::string_view text) const;
   /// Picks the backend for the transaction that starts with the waiting messages.
   routing::Decision route_transaction(const sql::QueryClass& query);
   void send_commit_lsn_query();
@@ -627,10 +632,16 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t c2s_begin_ = 0;
   std::size_t c2s_end_ = 0;
   std::size_t c2s_stream_left_ = 0;
-  /// While process_client_messages() runs: where in c2s_buffer_ a Query or Parse starts whose
-  /// text routing already found to be a plain SELECT (BatchClass::plain_query_at), so it is not
-  /// scanned again for session effects; npos otherwise.
-  std::size_t plain_query_at_ = std::string::npos;
+  /// While process_client_messages() runs: the word scans (sql::scan_words) of Query and Parse
+  /// texts in c2s_buffer_ made before it, by offset, so that it does not scan them again. A
+  /// plain SELECT found by routing (BatchClass::plain_query_at) counts as scanned, with nothing
+  /// found.
+  struct ScannedText {
+    std::size_t at = 0;
+    sql::WordScan words;
+  };
+  std::array<ScannedText, 4> scanned_{};
+  std::size_t scanned_count_ = 0;
   protocol::ByteVector c2s_extra_;
   std::vector<Segment> c2s_segments_;
   std::vector<net::asio::const_buffer> c2s_iov_;
