@@ -30,7 +30,28 @@ void end_message(ByteVector& out, std::size_t at) {
   write_u32(out.data() + at, static_cast<std::uint32_t>(out.size() - at));
 }
 
-namespace {}  // namespace
+namespace {
+
+/// Grows `out` by one whole message of `type` with a `body_length`-byte body and writes its
+/// header; returns where the body goes. One resize per message: pgrelay builds some per
+/// transaction (the deferred BEGIN, the commit-LSN query, its ParameterStatus).
+std::uint8_t* append_sized(ByteVector& out, char type, std::size_t body_length) {
+  const std::size_t at = out.size();
+  out.resize(at + 1 + 4 + body_length);
+  std::uint8_t* p = out.data() + at;
+  p[0] = static_cast<std::uint8_t>(type);
+  write_u32(p + 1, static_cast<std::uint32_t>(4 + body_length));
+  return p + 1 + 4;
+}
+
+/// Copies `text` and a terminating NUL to `p`; returns the byte after them.
+std::uint8_t* put_cstring(std::uint8_t* p, std::string_view text) {
+  if (!text.empty()) std::memcpy(p, text.data(), text.size());
+  p[text.size()] = 0;
+  return p + text.size() + 1;
+}
+
+}  // namespace
 
 bool is_known(FrontendType type) { return kFrontendTypes[static_cast<unsigned char>(type)]; }
 bool is_known(BackendType type) { return kBackendTypes[static_cast<unsigned char>(type)]; }
@@ -220,20 +241,9 @@ void append_error_response(ByteVector& out, Severity severity, std::string_view 
 }
 
 void append_parameter_status(ByteVector& out, std::string_view name, std::string_view value) {
-  // One resize and two copies: a login answer carries a dozen of these.
-  const std::size_t length = 4 + name.size() + 1 + value.size() + 1;
-  const std::size_t at = out.size();
-  out.resize(at + 1 + length);
-  std::uint8_t* p = out.data() + at;
-  *p++ = 'S';
-  write_u32(p, static_cast<std::uint32_t>(length));
-  p += 4;
-  std::memcpy(p, name.data(), name.size());
-  p += name.size();
-  *p++ = 0;
-  std::memcpy(p, value.data(), value.size());
-  p += value.size();
-  *p = 0;
+  // A login answer carries a dozen of these.
+  std::uint8_t* p = append_sized(out, 'S', name.size() + 1 + value.size() + 1);
+  put_cstring(put_cstring(p, name), value);
 }
 
 void append_backend_key_data(ByteVector& out, BackendKeyData key) {
@@ -255,15 +265,11 @@ void append_notice(ByteVector& out, std::string_view severity, std::string_view 
 }
 
 void append_query(ByteVector& out, std::string_view sql) {
-  const std::size_t at = begin_message(out, 'Q');
-  append_cstring(out, sql);
-  end_message(out, at);
+  put_cstring(append_sized(out, 'Q', sql.size() + 1), sql);
 }
 
 void append_command_complete(ByteVector& out, std::string_view tag) {
-  const std::size_t at = begin_message(out, 'C');
-  append_cstring(out, tag);
-  end_message(out, at);
+  put_cstring(append_sized(out, 'C', tag.size() + 1), tag);
 }
 
 void append_parse(ByteVector& out, std::string_view statement, std::string_view query,

@@ -1165,11 +1165,10 @@ void Session::send_commit_lsn_query() {
 // ---- relay: client to server -----------------------------------------------------------------
 
 void Session::push_slot(SlotKind kind, SlotPurpose purpose, std::uint64_t id) {
-  Slot slot;
+  Slot& slot = slots_.emplace_back();
   slot.kind = kind;
   slot.purpose = purpose;
   slot.id = id;
-  slots_.push_back(std::move(slot));
 }
 
 void Session::add_passthrough(std::size_t begin, std::size_t length) {

@@ -582,6 +582,8 @@ class Session : public std::enable_shared_from_this<Session> {
   class SlotQueue {
    public:
     void push_back(Slot&& slot) { items_.push_back(std::move(slot)); }
+    /// A default slot at the back, built in place (no temporary to move from and destroy).
+    Slot& emplace_back() { return items_.emplace_back(); }
     void pop_front() {
       ++head_;
       if (head_ == items_.size()) {

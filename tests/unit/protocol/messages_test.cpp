@@ -148,6 +148,28 @@ TEST(AppendParameterStatus, BuildsWhatTheParserReads) {
   EXPECT_EQ(status->value, "Europe/Paris");
 }
 
+TEST(AppendQuery, BuildsWhatTheParserReads) {
+  ByteVector out = {'Z'};  // appends after what is there
+  append_query(out, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+  append_query(out, "");
+  append_command_complete(out, "BEGIN");
+  const ByteVector want = Wire()
+                              .byte('Z')
+                              .byte('Q')
+                              .u32(4 + 46)
+                              .str("SELECT pg_catalog.pg_current_wal_insert_lsn()")
+                              .byte('Q')
+                              .u32(4 + 1)
+                              .str("")
+                              .byte('C')
+                              .u32(4 + 6)
+                              .str("BEGIN");
+  EXPECT_EQ(out, want);
+  const auto sql = parse_query(std::span<const std::uint8_t>(out).subspan(1 + 5, 46));
+  ASSERT_TRUE(sql.has_value());
+  EXPECT_EQ(*sql, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
+}
+
 TEST(ParseParameterStatus, RejectsMalformedBodies) {
   const std::vector<std::pair<std::string_view, ByteVector>> cases = {
       {"empty", {}},
