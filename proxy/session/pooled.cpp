@@ -896,7 +896,6 @@ Session::BatchClass Session::classify_batch() {
   auto& classifier = worker_.classifier(*shared_.monitor, config_);
   sql::LexerOptions lexer;
   lexer.standard_conforming_strings = param_facts().standard_conforming_strings;
-  const std::uint32_t max_length = config_->limits.max_message_bytes;
   bool any = false;
   const auto add = [&](const sql::QueryClass& next) {
     batch.query = any ? sql::combine(batch.query, next) : next;
@@ -918,22 +917,18 @@ Session::BatchClass Session::classify_batch() {
   // that an ordinary batch constructs none of them.
   std::array<std::optional<std::pair<std::string_view, sql::QueryClass>>, 4> parsed;
   std::size_t parsed_count = 0;
-  std::size_t pos = c2s_begin_;
-  while (c2s_end_ - pos >= protocol::kHeaderLength) {
-    const auto* start = c2s_buffer_.data() + pos;
-    const auto type = static_cast<FrontendType>(start[0]);
-    const std::uint32_t length = protocol::read_u32(start + 1);
-    if (!protocol::check_header(length, max_length).empty()) break;  // refused later
-    const std::size_t total = std::size_t{length} + 1;
-    if (c2s_end_ - pos < total) {
-      if (!any && (type == FrontendType::kQuery || type == FrontendType::kParse ||
-                   type == FrontendType::kBind)) {
+  for (std::size_t pos = c2s_begin_;;) {
+    const auto waiting = waiting_at(pos);
+    if (waiting.state == Waiting::kPartial) {
+      if (!any && (waiting.type == FrontendType::kQuery || waiting.type == FrontendType::kParse ||
+                   waiting.type == FrontendType::kBind)) {
         batch.need_more = true;
       }
       break;
     }
-    const protocol::Bytes body(start + protocol::kHeaderLength, length - 4);
-    switch (type) {
+    if (waiting.state != Waiting::kWhole) break;  // a malformed header is refused later
+    const protocol::Bytes body = waiting.body;
+    switch (waiting.type) {
       case FrontendType::kQuery:
         if (const auto text = protocol::parse_query(body)) {
           auto verdict = classifier.classify(*text, lexer);
@@ -991,7 +986,7 @@ Session::BatchClass Session::classify_batch() {
       default:
         break;
     }
-    pos += total;
+    pos += waiting.total;
   }
   if (!any && !batch.need_more) batch.query = write;
   return batch;
@@ -1002,16 +997,12 @@ bool Session::batch_may_end_transaction() {
   // later batch, hence the statements' own marks). Errs towards true. The word scans are kept
   // for process_client_messages(), which would otherwise make them again.
   if (c2s_stream_left_ > 0) return true;
-  const std::uint32_t max_length = config_->limits.max_message_bytes;
-  std::size_t pos = c2s_begin_;
-  while (c2s_end_ - pos >= protocol::kHeaderLength) {
-    const auto* start = c2s_buffer_.data() + pos;
-    const auto type = static_cast<FrontendType>(start[0]);
-    const std::uint32_t length = protocol::read_u32(start + 1);
-    if (!protocol::check_header(length, max_length).empty()) return true;
-    const std::size_t total = std::size_t{length} + 1;
-    if (c2s_end_ - pos < total) return true;  // a partial message: not worth a closer look
-    const protocol::Bytes body(start + protocol::kHeaderLength, length - 4);
+  for (std::size_t pos = c2s_begin_;;) {
+    const auto waiting = waiting_at(pos);
+    if (waiting.state == Waiting::kNone) return false;
+    if (waiting.state != Waiting::kWhole) return true;  // not worth a closer look
+    const FrontendType type = waiting.type;
+    const protocol::Bytes body = waiting.body;
     switch (type) {
       case FrontendType::kQuery:
       case FrontendType::kParse: {
@@ -1041,9 +1032,28 @@ bool Session::batch_may_end_transaction() {
       default:
         break;
     }
-    pos += total;
+    pos += waiting.total;
   }
-  return false;
+}
+
+Session::Waiting Session::waiting_at(std::size_t pos) const {
+  Waiting waiting;
+  if (c2s_end_ - pos < protocol::kHeaderLength) return waiting;
+  const auto* start = c2s_buffer_.data() + pos;
+  waiting.type = static_cast<FrontendType>(start[0]);
+  const std::uint32_t length = protocol::read_u32(start + 1);
+  if (!protocol::check_header(length, config_->limits.max_message_bytes).empty()) {
+    waiting.state = Waiting::kMalformed;
+    return waiting;
+  }
+  waiting.total = std::size_t{length} + 1;
+  if (c2s_end_ - pos < waiting.total) {
+    waiting.state = Waiting::kPartial;
+    return waiting;
+  }
+  waiting.state = Waiting::kWhole;
+  waiting.body = protocol::Bytes(start + protocol::kHeaderLength, length - 4);
+  return waiting;
 }
 
 routing::Decision Session::route_transaction(const sql::QueryClass& query) {
@@ -1395,16 +1405,13 @@ awaitable<bool> Session::answer_prepare_locally() {
   std::size_t parses = 0;
   bool sync = false;
   while (pos < c2s_end_) {
-    if (c2s_end_ - pos < protocol::kHeaderLength) co_return false;
-    const auto type = static_cast<FrontendType>(c2s_buffer_[pos]);
-    const std::uint32_t length = protocol::read_u32(c2s_buffer_.data() + pos + 1);
-    if (length < 4 || c2s_end_ - pos < std::size_t{length} + 1) co_return false;
+    const auto waiting = waiting_at(pos);
+    if (waiting.state != Waiting::kWhole) co_return false;
     if (sync) co_return false;  // anything after the Sync: take the normal path
-    if (type == FrontendType::kSync) {
+    if (waiting.type == FrontendType::kSync) {
       sync = true;
-    } else if (type == FrontendType::kParse) {
-      const auto parse = protocol::parse_parse(
-          protocol::Bytes(c2s_buffer_.data() + pos + protocol::kHeaderLength, length - 4));
+    } else if (waiting.type == FrontendType::kParse) {
+      const auto parse = protocol::parse_parse(waiting.body);
       if (!parse || parse->statement.empty() ||
           statements_.contains(std::string(parse->statement)) ||
           (sql::scan_words(parse->query).may_have_effects &&
@@ -1415,21 +1422,19 @@ awaitable<bool> Session::answer_prepare_locally() {
     } else {
       co_return false;
     }
-    pos += std::size_t{length} + 1;
+    pos += waiting.total;
   }
   if (!sync || parses == 0) co_return false;
   out_.clear();
   for (pos = c2s_begin_; pos < c2s_end_;) {
-    const auto type = static_cast<FrontendType>(c2s_buffer_[pos]);
-    const std::uint32_t length = protocol::read_u32(c2s_buffer_.data() + pos + 1);
-    if (type == FrontendType::kParse) {
-      const auto parse = protocol::parse_parse(
-          protocol::Bytes(c2s_buffer_.data() + pos + protocol::kHeaderLength, length - 4));
+    const auto waiting = waiting_at(pos);  // whole: checked above
+    if (waiting.type == FrontendType::kParse) {
+      const auto parse = protocol::parse_parse(waiting.body);
       statements_[std::string(parse->statement)] =
           worker_.statements.protocol_statement(parse->query, parse->param_types);
       protocol::append_empty_message(out_, '1');
     }
-    pos += std::size_t{length} + 1;
+    pos += waiting.total;
   }
   protocol::append_ready_for_query(out_, TransactionStatus::kIdle);
   c2s_begin_ = c2s_end_ = 0;

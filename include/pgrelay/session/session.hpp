@@ -362,6 +362,16 @@ class Session : public std::enable_shared_from_this<Session> {
     /// npos otherwise.
     std::size_t plain_query_at = std::string::npos;
   };
+  /// A message waiting in the client buffer, as classify_batch(), batch_may_end_transaction()
+  /// and answer_prepare_locally() walk them without consuming them.
+  struct Waiting {
+    enum State : std::uint8_t { kNone, kMalformed, kPartial, kWhole };
+    State state = kNone;  ///< kNone: not even a whole header from here
+    protocol::FrontendType type{};
+    std::size_t total = 0;  ///< the whole message's bytes (kPartial, kWhole)
+    protocol::Bytes body;   ///< kWhole only
+  };
+  [[nodiscard]] Waiting waiting_at(std::size_t pos) const;
   BatchClass classify_batch();
   /// Some message waiting in the client buffer may end the transaction (a word scan of its
   /// text, sql::may_end_transaction): false spares the classifier inside a transaction.
