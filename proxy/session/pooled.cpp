@@ -1251,6 +1251,18 @@ awaitable<void> Session::pooled_client_loop() {
       break;
     }
     c2s_end_ += n;
+    if (server_conn_ && routed_read_ && c2s_stream_left_ == 0 && !slots_.empty() &&
+        (slots_.back().kind == SlotKind::kSync || slots_.back().kind == SlotKind::kQuery)) {
+      // Pipelined behind a read that a standby answers: more reads may follow it there.
+      // Anything else waits for the standby's answers (the connection goes back at the end of
+      // its transaction) and is then routed by itself, as if the client had waited.
+      classified = classify_batch();
+      if (classified->need_more) continue;
+      if (must_wait_behind_read(classified->query)) {
+        classified.reset();
+        if (!co_await wait_for_answers()) break;
+      }
+    }
     if (stopping_ && !server_conn_) {
       set_final_error(sqlstate::kAdminShutdown,
                       "terminating connection due to administrator command");
@@ -1392,6 +1404,37 @@ awaitable<void> Session::pooled_client_loop() {
     }
     maybe_release();
   }
+}
+
+bool Session::must_wait_behind_read(const sql::QueryClass& next) const {
+  return !next.read_only || next.force_primary || next.first == sql::StatementKind::kBegin;
+}
+
+awaitable<bool> Session::wait_for_answers() {
+  // The server reader wakes this loop after each batch of answers it relayed, and when the
+  // connection goes (wake_answer_waiter()); stop_relay() cancels the timer too.
+  while (server_conn_ && !closing_) {
+    if (slots_.empty() && !s2c_writing_) {
+      // Everything is answered. Outside a transaction the connection goes back now (release
+      // does not happen by itself while client messages wait in the buffer).
+      if (server_status_ != TransactionStatus::kIdle || pinned_) break;
+      if (readback_.empty()) {
+        detach(s2c_begin_ == s2c_end_ && s2c_stream_left_ == 0 && !server_skipping_);
+        break;
+      }
+      send_readback();
+      continue;
+    }
+    awaiting_answers_ = true;
+    timer_.expires_at(std::chrono::steady_clock::time_point::max());
+    co_await timer_.async_wait(kNoThrow);
+    awaiting_answers_ = false;
+  }
+  co_return !closing_;
+}
+
+void Session::wake_answer_waiter() {
+  if (awaiting_answers_ && (!server_conn_ || slots_.empty())) timer_.cancel();
 }
 
 awaitable<bool> Session::answer_prepare_locally() {
@@ -2015,6 +2058,7 @@ awaitable<void> Session::server_reader(std::uint64_t attachment) {
       co_return;
     }
     maybe_release();
+    wake_answer_waiter();
     if (attachment != attachment_) co_return;
   }
 }
@@ -2374,6 +2418,7 @@ void Session::detach(bool reusable) {
     server_conn_.reset();
   }
   backend_index_ = -1;
+  wake_answer_waiter();
 }
 
 }  // namespace pgrelay::session

@@ -385,6 +385,51 @@ TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsn
   EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -2"), "1");
 }
 
+TEST_F(RoutingTest, AWritePipelinedBehindAStandbyReadGoesToThePrimary) {
+  Proxy proxy(routing_toml(kHugeLagLimits));
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  ASSERT_EQ(PQenterPipelineMode(conn.conn), 1);
+  // A read long enough that what follows arrives while a standby still runs it.
+  ASSERT_EQ(PQsendQueryParams(conn.conn,
+                              "SELECT pg_catalog.current_setting('port') "
+                              "FROM generate_series(1, 3000000) OFFSET 2999999",
+                              0, nullptr, nullptr, nullptr, nullptr, 0),
+            1);
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  ASSERT_EQ(PQflush(conn.conn), 0);
+  std::this_thread::sleep_for(50ms);
+  // An autocommit write, then a transaction, pipelined behind it: neither may run there.
+  ASSERT_EQ(PQsendQueryParams(conn.conn, "INSERT INTO ryw VALUES (-3)", 0, nullptr, nullptr,
+                              nullptr, nullptr, 0),
+            1);
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  for (const char* sql : {"BEGIN", "INSERT INTO ryw VALUES (-4)", "COMMIT"}) {
+    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+  }
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  const auto port = pipelined_value(conn.conn);
+  EXPECT_TRUE(port == port_of("node2") || port == port_of("node3")) << "the read ran on " << port;
+  const auto expect_sync = [&] {
+    PGresult* sync = PQgetResult(conn.conn);
+    ASSERT_NE(sync, nullptr);
+    EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+    PQclear(sync);
+  };
+  ASSERT_NO_FATAL_FAILURE(expect_sync());
+  const auto insert = pipelined_value(conn.conn);
+  EXPECT_EQ(insert.rfind("ERROR", 0), std::string::npos) << insert;
+  ASSERT_NO_FATAL_FAILURE(expect_sync());
+  for (int i = 0; i < 3; ++i) {
+    const auto value = pipelined_value(conn.conn);
+    EXPECT_EQ(value.rfind("ERROR", 0), std::string::npos) << value;
+  }
+  ASSERT_NO_FATAL_FAILURE(expect_sync());
+  ASSERT_EQ(PQexitPipelineMode(conn.conn), 1);
+  EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v IN (-3, -4)"), "2");
+}
+
 TEST_F(RoutingTest, DelayedStandbyServesNoReads) {
   auto& cluster = Cluster::get();
   Proxy proxy(routing_toml("max_lag_ms = 1000"));

@@ -576,7 +576,15 @@ class Session : public std::enable_shared_from_this<Session> {
   sql::QueryClass deferred_class_;
   /// Answers a lone plain BEGIN without a server; false when the batch is something else.
   net::asio::awaitable<bool> defer_begin(const sql::QueryClass& query);
-  bool routed_read_ = false;    ///< the attached connection was chosen for a read
+  bool routed_read_ = false;  ///< the attached connection was chosen for a read
+  /// The client loop waits (on timer_) for the server's answers to everything sent: messages
+  /// pipelined behind a standby's read that are not reads themselves (wait_for_answers()).
+  bool awaiting_answers_ = false;
+  /// Whether the waiting messages, pipelined behind a read that a standby is answering, must
+  /// wait for its answers (and the connection's release) before they are routed.
+  bool must_wait_behind_read(const sql::QueryClass& next) const;
+  net::asio::awaitable<bool> wait_for_answers();
+  void wake_answer_waiter();
   bool may_write_ = false;      ///< attached to the primary for work that may write
   bool batch_ends_tx_ = false;  ///< the waiting messages may end the transaction
   std::uint64_t ryw_lsn_ = 0;   ///< read-your-writes watermark (0: none)
