@@ -1351,16 +1351,21 @@ awaitable<void> Session::pooled_client_loop() {
       // Without read splitting every read runs on the primary: no watermark is needed. The
       // buffer has not changed since routing classified it (if it did). Inside a transaction a
       // batch without a word that can end one (the statements of pgbench -N) is not classified.
-      if (!classified && tx_status_ == TransactionStatus::kInTransaction &&
+      // The client's last ReadyForQuery tells whether these messages run in a transaction,
+      // unless they are pipelined behind answers still to come (a COMMIT among them, say):
+      // then they are taken as autocommit work. A watermark read inside a transaction after
+      // all is not kept (it is kept at status idle only).
+      const bool status_known = !client_answers_pending();
+      if (!classified && tx_status_ == TransactionStatus::kInTransaction && status_known &&
           !batch_may_end_transaction()) {
         batch_ends_tx_ = false;
       } else {
         if (!classified) classified = classify_batch();
         const auto& batch = *classified;
-        batch_ends_tx_ =
-            batch.query.ends_transaction || (tx_status_ == TransactionStatus::kIdle &&
-                                             batch.query.first != sql::StatementKind::kBegin &&
-                                             batch.query.first != sql::StatementKind::kEmpty);
+        batch_ends_tx_ = batch.query.ends_transaction ||
+                         ((tx_status_ == TransactionStatus::kIdle || !status_known) &&
+                          batch.query.first != sql::StatementKind::kBegin &&
+                          batch.query.first != sql::StatementKind::kEmpty);
       }
     } else {
       batch_ends_tx_ = false;
@@ -1431,6 +1436,10 @@ awaitable<bool> Session::wait_for_answers() {
     awaiting_answers_ = false;
   }
   co_return !closing_;
+}
+
+bool Session::client_answers_pending() const {
+  return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return !s.internal(); });
 }
 
 void Session::wake_answer_waiter() {

@@ -385,6 +385,47 @@ TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsn
   EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -2"), "1");
 }
 
+TEST_F(RoutingTest, AnAutocommitWritePipelinedBehindACommitGetsItsCommitLsnRead) {
+  Proxy proxy(routing_toml(kHugeLagLimits));
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  ASSERT_EQ(conn.value("BEGIN"), "");
+  ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-6)"), "");  // in a transaction on the primary
+  ASSERT_EQ(PQenterPipelineMode(conn.conn), 1);
+  // The transaction's end, slow enough that the next write arrives before its answer, while
+  // the client's last ReadyForQuery still says "in a transaction".
+  for (const char* sql : {"SELECT pg_catalog.pg_sleep(0.3)", "COMMIT"}) {
+    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+    ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  }
+  ASSERT_EQ(PQflush(conn.conn), 0);
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(PQsendQueryParams(conn.conn,
+                              "INSERT INTO ryw VALUES (-5) "
+                              "RETURNING pg_catalog.pg_current_wal_insert_lsn()::text",
+                              0, nullptr, nullptr, nullptr, nullptr, 0),
+            1);
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  std::string inserted;
+  for (int i = 0; i < 3; ++i) {
+    const auto value = pipelined_value(conn.conn);
+    EXPECT_EQ(value.rfind("ERROR", 0), std::string::npos) << value;
+    if (i == 2) inserted = value;
+    PGresult* sync = PQgetResult(conn.conn);
+    ASSERT_NE(sync, nullptr);
+    EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+    PQclear(sync);
+  }
+  ASSERT_EQ(PQexitPipelineMode(conn.conn), 1);
+  // The watermark comes with the next answer: it covers the autocommit write's commit.
+  ASSERT_EQ(conn.value("SELECT 1"), "1");
+  const char* told = PQparameterStatus(conn.conn, "pgrelay.commit_lsn");
+  ASSERT_NE(told, nullptr);
+  ASSERT_NE(lsn_value(inserted), 0U) << inserted;
+  EXPECT_GT(lsn_value(told), lsn_value(inserted))
+      << "watermark " << told << " is before the write's own WAL at " << inserted;
+}
+
 TEST_F(RoutingTest, AWritePipelinedBehindAStandbyReadGoesToThePrimary) {
   Proxy proxy(routing_toml(kHugeLagLimits));
   ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();

@@ -585,6 +585,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool must_wait_behind_read(const sql::QueryClass& next) const;
   net::asio::awaitable<bool> wait_for_answers();
   void wake_answer_waiter();
+  /// Some message of the client's still waits for its answer (pgrelay's own are left out).
+  [[nodiscard]] bool client_answers_pending() const;
   bool may_write_ = false;      ///< attached to the primary for work that may write
   bool batch_ends_tx_ = false;  ///< the waiting messages may end the transaction
   std::uint64_t ryw_lsn_ = 0;   ///< read-your-writes watermark (0: none)
