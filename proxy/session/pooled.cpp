@@ -929,6 +929,26 @@ Session::BatchClass Session::classify_batch() {
     if (waiting.state != Waiting::kWhole) break;  // a malformed header is refused later
     const protocol::Bytes body = waiting.body;
     switch (waiting.type) {
+      case FrontendType::kSync:
+      case FrontendType::kQuery:
+      case FrontendType::kFunctionCall:
+        batch.open_unit = false;
+        batch.flush_in_open_unit = false;
+        break;
+      case FrontendType::kFlush:
+        batch.flush_in_open_unit = batch.open_unit;
+        break;
+      case FrontendType::kParse:
+      case FrontendType::kBind:
+      case FrontendType::kDescribe:
+      case FrontendType::kExecute:
+      case FrontendType::kClose:
+        batch.open_unit = true;
+        break;
+      default:
+        break;
+    }
+    switch (waiting.type) {
       case FrontendType::kQuery:
         if (const auto text = protocol::parse_query(body)) {
           auto verdict = classifier.classify(*text, lexer);
@@ -1175,6 +1195,13 @@ void Session::send_commit_lsn_query() {
 // ---- relay: client to server -----------------------------------------------------------------
 
 void Session::push_slot(SlotKind kind, SlotPurpose purpose, std::uint64_t id) {
+  // The client's extended-protocol messages open a unit (an implicit transaction, a portal) that
+  // only its Sync closes: the connection stays with the client until then, also when every
+  // message so far is answered (Parse, Describe, Flush and the answers, before the Bind).
+  if (purpose == SlotPurpose::kClient && kind != SlotKind::kSync && kind != SlotKind::kQuery &&
+      kind != SlotKind::kFunctionCall) {
+    extended_open_ = true;
+  }
   Slot& slot = slots_.emplace_back();
   slot.kind = kind;
   slot.purpose = purpose;
@@ -1258,7 +1285,7 @@ awaitable<void> Session::pooled_client_loop() {
       // its transaction) and is then routed by itself, as if the client had waited.
       classified = classify_batch();
       if (classified->need_more) continue;
-      if (must_wait_behind_read(classified->query)) {
+      if (must_wait_behind_read(*classified)) {
         classified.reset();
         if (!co_await wait_for_answers()) break;
       }
@@ -1318,7 +1345,16 @@ awaitable<void> Session::pooled_client_loop() {
         if (!deferred_begin_.empty()) combined = sql::combine(deferred_class_, classified->query);
         const auto decision = route_transaction(combined ? *combined : classified->query);
         tx_read_intent_ = !may_write_;
-        if (decision.reason == routing::Reason::kReadStandby) {
+        if (decision.reason == routing::Reason::kReadStandby && classified->open_unit) {
+          // An implicit transaction not closed by a Sync yet: a write could still join it, and
+          // it could not leave a standby then. Wait for its Sync; a client that asks for
+          // answers first (Flush), or sends a long unit, has it run on the primary.
+          if (!classified->flush_in_open_unit && c2s_end_ - c2s_begin_ < kOpenUnitHoldBytes) {
+            continue;
+          }
+          may_write_ = true;
+          tx_read_intent_ = false;
+        } else if (decision.reason == routing::Reason::kReadStandby) {
           target = decision.backend;
           routed_read_ = true;
         }
@@ -1411,8 +1447,11 @@ awaitable<void> Session::pooled_client_loop() {
   }
 }
 
-bool Session::must_wait_behind_read(const sql::QueryClass& next) const {
-  return !next.read_only || next.force_primary || next.first == sql::StatementKind::kBegin;
+bool Session::must_wait_behind_read(const BatchClass& next) const {
+  // Only closed units of reads may follow a read onto its standby (see the routing of an open
+  // unit in pooled_client_loop()).
+  return !next.query.read_only || next.query.force_primary ||
+         next.query.first == sql::StatementKind::kBegin || next.open_unit;
 }
 
 awaitable<bool> Session::wait_for_answers() {
@@ -1422,7 +1461,7 @@ awaitable<bool> Session::wait_for_answers() {
     if (slots_.empty() && !s2c_writing_) {
       // Everything is answered. Outside a transaction the connection goes back now (release
       // does not happen by itself while client messages wait in the buffer).
-      if (server_status_ != TransactionStatus::kIdle || pinned_) break;
+      if (server_status_ != TransactionStatus::kIdle || pinned_ || extended_open_) break;
       if (readback_.empty()) {
         detach(s2c_begin_ == s2c_end_ && s2c_stream_left_ == 0 && !server_skipping_);
         break;
@@ -1654,6 +1693,13 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
             return true;
           }
         }
+        if (bind && bind->statement.empty() && unnamed_deallocates_all_) {
+          // DEALLOCATE ALL (or DISCARD ALL) through the extended protocol, as psycopg 3 sends
+          // it: every statement goes, the client's and pgrelay's on this connection.
+          statements_.clear();
+          sql_statements_.clear();
+          server_conn_->prepared.clear();
+        }
         if (bind && bind->statement.empty() && unnamed_may_commit_) unit_may_commit_ = true;
         if (!bind || !bind->statement.empty()) unit_may_commit_ = true;  // not known: careful
       }
@@ -1871,6 +1917,7 @@ void Session::handle_parse(protocol::Bytes message) {
   if (parse->statement.empty()) unnamed_may_commit_ = words.may_end_transaction;
   const auto effects =
       words.may_have_effects ? sql::analyze_session_effects(parse->query) : sql::SessionEffects{};
+  if (parse->statement.empty()) unnamed_deallocates_all_ = effects.deallocate_all;
   if (effects.pin != sql::PinReason::kNone) {
     pin(effects.pin);
   }
@@ -1920,6 +1967,7 @@ void Session::handle_parse(protocol::Bytes message) {
   }
   protocol::append_parse(c2s_extra_, statement->server_name, parse->query, parse->param_types);
   add_extra_end();
+  extended_open_ = true;  // as push_slot() marks the client's other extended messages
   Slot slot;
   slot.kind = SlotKind::kParse;
   slot.purpose = SlotPurpose::kClientParse;
@@ -2418,6 +2466,7 @@ void Session::detach(bool reusable) {
   may_write_ = false;
   tx_read_intent_ = false;
   block_opened_ahead_ = false;
+  extended_open_ = false;  // a lost server's unit is answered without one (lost.cpp)
   count_active(false);
   if (dedicated_ && reusable && !closing_ && server_pool_ != nullptr) {
     parked_.push_back({std::move(server_conn_), server_pool_});

@@ -309,6 +309,110 @@ TEST_P(ClientsTest, MixedDriversShareServerConnections) {
   EXPECT_EQ(rows_in("clients_py.t"), expected_rows(py, n));
 }
 
+// ------------------------------------------------------------------------------------------
+// Drivers with read splitting (the default): psycopg 3 (pipeline mode, its own prepared
+// statements) and node-postgres (named statements, a result read in pages)
+// ------------------------------------------------------------------------------------------
+
+const std::string kNodeClient = kClientsDir + "/node/node_client.js";
+
+/// The key=value pairs after "<program> <client>: ok " in `output` (empty when not there).
+std::map<std::string, long> summary_of(const std::string& output, const std::string& program,
+                                       const std::string& client) {
+  std::map<std::string, long> values;
+  const std::string head = program + " " + client + ": ok ";
+  const auto at = output.find(head);
+  if (at == std::string::npos) return values;
+  const auto start = at + head.size();
+  std::istringstream line(output.substr(start, output.find('\n', start) - start));
+  for (std::string pair; line >> pair;) {
+    const auto eq = pair.find('=');
+    if (eq != std::string::npos) values[pair.substr(0, eq)] = std::stol(pair.substr(eq + 1));
+  }
+  return values;
+}
+
+class SplitClientsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string userlist = Cluster::get().dir() + "/userlist-split-clients.txt";
+    std::ofstream(userlist) << "\"app\" \"" << app_verifier() << "\"\n";
+    proxy_ = std::make_unique<Proxy>(
+        "[auth]\nmethod = \"scram-sha-256\"\nfile = \"" + userlist +
+        "\"\n\n[pool]\nmode = \"transaction\"\nmax_size = 4\nacquire_timeout_ms = 10000\n"
+        "[monitor]\nuser = \"pgrelay\"\npassword = \"pgrelay\"\ninterval_ms = 100\n");
+  }
+
+  /// Runs the commands at once; each client must succeed, and the rows it left in `table` must
+  /// be the ones it says it committed. Returns the reads standbys answered, over all clients.
+  long expect_clients(const std::string& program, const std::string& table,
+                      const std::vector<std::string>& clients,
+                      const std::vector<std::string>& commands, int transactions) {
+    const auto results = run_concurrently(commands);
+    long standby_reads = 0;
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+      const auto summary = summary_of(results[i].output, program, clients[i]);
+      EXPECT_EQ(results[i].status, 0)
+          << program << " " << clients[i] << (results[i].status == 124 ? " timed out" : "")
+          << "; its output:\n"
+          << results[i].output << "\nproxy log:\n"
+          << log_tail(*proxy_);
+      if (summary.empty()) {
+        ADD_FAILURE() << program << " " << clients[i] << " printed no summary";
+        continue;
+      }
+      EXPECT_EQ(summary.at("transactions"), transactions);
+      EXPECT_EQ(Cluster::get().sql("node1", "SELECT count(*) FROM " + table + " WHERE client = '" +
+                                                clients[i] + "'"),
+                std::to_string(summary.at("committed")))
+          << program << " " << clients[i] << ": rows in " << table;
+      standby_reads += summary.at("standby_reads");
+    }
+    return standby_reads;
+  }
+
+  std::unique_ptr<Proxy> proxy_;
+};
+
+/// Four psycopg 3 clients: pipelines with reads and writes, and psycopg's own `_pg3_N`
+/// statements (the same names with different texts in every client).
+TEST_F(SplitClientsTest, Psycopg3PipelinesAndPreparedStatements) {
+  ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import psycopg'", "python3-psycopg"));
+  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_pg3 CASCADE");
+  const int n = 60;
+  std::vector<std::string> clients;
+  std::vector<std::string> commands;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back("pg3c" + std::to_string(i));
+    commands.push_back(kPython + " " + kClientsDir + "/psycopg3_client.py --port " +
+                       std::to_string(proxy_->port()) + " --client " + clients.back() +
+                       " --transactions " + std::to_string(n));
+  }
+  const long standby_reads =
+      expect_clients("psycopg3_client", "clients_pg3.t", clients, commands, n);
+  EXPECT_GT(standby_reads, 0) << "no read went to a standby";
+}
+
+/// Four node-postgres clients: named statements `ins` (different texts) and `count`, and a
+/// result read four rows at a time.
+TEST_F(SplitClientsTest, NodePostgresNamedStatementsAndPagedReads) {
+  ASSERT_NO_FATAL_FAILURE(require("node --version", "node"));
+  ASSERT_NO_FATAL_FAILURE(
+      require("cd " + kClientsDir + "/node && node -e \"require('pg')\"",
+              "node-postgres (scripts/deps: npm ci in " + kClientsDir + "/node)"));
+  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_node CASCADE");
+  const int n = 60;
+  std::vector<std::string> clients;
+  std::vector<std::string> commands;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back("nodec" + std::to_string(i));
+    commands.push_back("node " + kNodeClient + " 127.0.0.1 " + std::to_string(proxy_->port()) +
+                       " " + clients.back() + " " + std::to_string(n));
+  }
+  const long standby_reads = expect_clients("node_client", "clients_node.t", clients, commands, n);
+  EXPECT_GT(standby_reads, 0) << "no read went to a standby";
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Pool, ClientsTest, ::testing::Values(Movement::kShared, Movement::kEvicting, Movement::kMoving),
     [](const ::testing::TestParamInfo<Movement>& info) { return movement_name(info.param); });

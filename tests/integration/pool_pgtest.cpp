@@ -631,6 +631,41 @@ TEST_P(PoolStateTest, ProtocolPreparedStatementsFollowTheClient) {
   expect_movement();
 }
 
+// psycopg 3 sends DEALLOCATE ALL through the extended protocol after a rollback, then prepares
+// its statements again.
+TEST_P(PoolStateTest, DeallocateAllInTheExtendedProtocolDropsEveryStatement) {
+  std::vector<std::unique_ptr<PgConn>> clients;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<PgConn>(proxy_->conninfo()));
+    ASSERT_TRUE(clients.back()->ok()) << clients.back()->error() << log_tail(*proxy_);
+  }
+  auto* conn = clients[0]->conn;
+  EXPECT_EQ(prepare(conn, "s1", "SELECT $1::int + 1"), "");
+  for (std::size_t i = 1; i < clients.size(); ++i) {
+    EXPECT_EQ(prepare(clients[i]->conn, "s2", "SELECT $1::int + " + std::to_string(100 * i)), "");
+  }
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_EQ(exec_prepared(conn, "s1", "40"), "41") << log_tail(*proxy_);
+    note_pid(0, conn);
+    PGresult* dropped =
+        PQexecParams(conn, "DEALLOCATE ALL", 0, nullptr, nullptr, nullptr, nullptr, 0);
+    EXPECT_EQ(outcome(dropped, conn), "");
+    EXPECT_EQ(exec_prepared(conn, "s1", "40"),
+              "ERROR: 26000 prepared statement \"s1\" does not exist");
+    // Prepared again under the same name: it runs, wherever the transaction goes.
+    EXPECT_EQ(prepare(conn, "s1", "SELECT $1::int + 1"), "");
+    EXPECT_EQ(exec_prepared(conn, "s1", "40"), "41") << log_tail(*proxy_);
+    // The others' statements, dropped from a connection they may share, come back.
+    for (std::size_t i = 1; i < clients.size(); ++i) {
+      EXPECT_EQ(exec_prepared(clients[i]->conn, "s2", "40"), std::to_string(100 * i + 40))
+          << "client " << i << "\n"
+          << log_tail(*proxy_);
+      note_pid(i, clients[i]->conn);
+    }
+  }
+  expect_movement();
+}
+
 TEST_P(PoolStateTest, SqlPreparedStatementsFollowTheClient) {
   std::vector<std::unique_ptr<PgConn>> clients;
   for (int i = 0; i < 4; ++i) {

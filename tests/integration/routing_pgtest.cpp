@@ -426,6 +426,94 @@ TEST_F(RoutingTest, AnAutocommitWritePipelinedBehindACommitGetsItsCommitLsnRead)
       << "watermark " << told << " is before the write's own WAL at " << inserted;
 }
 
+TEST_F(RoutingTest, AnExtendedUnitAnsweredBeforeItsSyncKeepsItsConnection) {
+  // One worker and one server connection: a second client can only run on the connection the
+  // first one uses, and must wait until the first one's unit is closed by its Sync.
+  std::string toml = routing_toml(kHugeLagLimits);
+  toml.replace(toml.find("max_size = 8"), 12, "max_size = 1");
+  Proxy proxy("workers = 1\n" + toml);
+  PgConn first(proxy.conninfo());
+  ASSERT_TRUE(first.ok()) << first.error();
+  PgConn second(proxy.conninfo());
+  ASSERT_TRUE(second.ok()) << second.error();
+  ASSERT_EQ(PQenterPipelineMode(first.conn), 1);
+  // As asyncpg prepares: Parse, Describe and Flush, answered before the Bind is sent.
+  ASSERT_EQ(PQsendPrepare(first.conn, "", "SELECT $1::int + 1", 1, nullptr), 1);
+  ASSERT_EQ(PQsendFlushRequest(first.conn), 1);
+  ASSERT_EQ(PQflush(first.conn), 0);
+  PGresult* prepared = PQgetResult(first.conn);
+  ASSERT_NE(prepared, nullptr);
+  EXPECT_EQ(PQresultStatus(prepared), PGRES_COMMAND_OK) << PQresultErrorMessage(prepared);
+  PQclear(prepared);
+  ASSERT_EQ(PQgetResult(first.conn), nullptr);
+  // Another client's simple query (it replaces the unnamed statement where it runs).
+  ASSERT_EQ(PQsendQuery(second.conn, "SELECT pg_catalog.random() >= 0"), 1);
+  std::this_thread::sleep_for(100ms);
+  const char* value = "41";
+  ASSERT_EQ(PQsendQueryPrepared(first.conn, "", 1, &value, nullptr, nullptr, 0), 1);
+  ASSERT_EQ(PQpipelineSync(first.conn), 1);
+  EXPECT_EQ(pipelined_value(first.conn), "42");
+  PGresult* sync = PQgetResult(first.conn);
+  ASSERT_NE(sync, nullptr);
+  EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+  PQclear(sync);
+  ASSERT_EQ(PQexitPipelineMode(first.conn), 1);
+  EXPECT_EQ(pipelined_value(second.conn), "t");
+}
+
+TEST_F(RoutingTest, AReadAndAWriteInOneImplicitTransactionRunTogether) {
+  Proxy proxy(routing_toml(kHugeLagLimits));
+  ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  const auto send = [&](const char* sql) {
+    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+  };
+  const auto expect_sync = [&] {
+    PGresult* sync = PQgetResult(conn.conn);
+    ASSERT_NE(sync, nullptr);
+    EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+    PQclear(sync);
+  };
+  const char* read = "SELECT pg_catalog.current_setting('port')";
+  ASSERT_EQ(PQenterPipelineMode(conn.conn), 1);
+
+  // A read sent on its own, then a write before the Sync: one implicit transaction.
+  ASSERT_NO_FATAL_FAILURE(send(read));
+  ASSERT_EQ(PQflush(conn.conn), 0);
+  std::this_thread::sleep_for(50ms);
+  ASSERT_NO_FATAL_FAILURE(send("INSERT INTO ryw VALUES (-7)"));
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  EXPECT_EQ(pipelined_value(conn.conn), port_of("node1"));
+  const auto first_insert = pipelined_value(conn.conn);
+  EXPECT_EQ(first_insert.rfind("ERROR", 0), std::string::npos) << first_insert;
+  ASSERT_NO_FATAL_FAILURE(expect_sync());
+
+  // The same with the read's answer asked for (Flush) and read before the write is sent.
+  ASSERT_NO_FATAL_FAILURE(send(read));
+  ASSERT_EQ(PQsendFlushRequest(conn.conn), 1);
+  ASSERT_EQ(PQflush(conn.conn), 0);
+  EXPECT_EQ(pipelined_value(conn.conn), port_of("node1"));
+  ASSERT_NO_FATAL_FAILURE(send("INSERT INTO ryw VALUES (-8)"));
+  ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+  const auto second_insert = pipelined_value(conn.conn);
+  EXPECT_EQ(second_insert.rfind("ERROR", 0), std::string::npos) << second_insert;
+  ASSERT_NO_FATAL_FAILURE(expect_sync());
+
+  // A read closed by its Sync still goes to a standby, once one has replayed the inserts.
+  std::string port;
+  for (int i = 0; i < 50 && port != port_of("node2") && port != port_of("node3"); ++i) {
+    std::this_thread::sleep_for(100ms);
+    ASSERT_NO_FATAL_FAILURE(send(read));
+    ASSERT_EQ(PQpipelineSync(conn.conn), 1);
+    port = pipelined_value(conn.conn);
+    ASSERT_NO_FATAL_FAILURE(expect_sync());
+  }
+  EXPECT_TRUE(port == port_of("node2") || port == port_of("node3")) << "the read ran on " << port;
+  ASSERT_EQ(PQexitPipelineMode(conn.conn), 1);
+  EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v IN (-7, -8)"), "2");
+}
+
 TEST_F(RoutingTest, AWritePipelinedBehindAStandbyReadGoesToThePrimary) {
   Proxy proxy(routing_toml(kHugeLagLimits));
   ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();

@@ -361,7 +361,15 @@ class Session : public std::enable_shared_from_this<Session> {
     /// whose text the classifier found to be a plain SELECT (sql::QueryClass::plain_select);
     /// npos otherwise.
     std::size_t plain_query_at = std::string::npos;
+    /// Extended-protocol messages after the last Sync (or Query): an implicit transaction the
+    /// client has not closed yet, so a write may still join it.
+    bool open_unit = false;
+    /// A Flush inside that open unit: the client wants answers before it closes the unit.
+    bool flush_in_open_unit = false;
   };
+  /// An extended-protocol read waits for the Sync that closes its implicit transaction before it
+  /// goes to a standby, up to this many waiting bytes (then it goes to the primary).
+  static constexpr std::size_t kOpenUnitHoldBytes = 16 * 1024;
   /// A message waiting in the client buffer, as classify_batch(), batch_may_end_transaction()
   /// and answer_prepare_locally() walk them without consuming them.
   struct Waiting {
@@ -448,6 +456,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void end_unit() {
     if (!slots_.empty()) slots_.back().may_commit = unit_may_commit_;
     unit_may_commit_ = false;
+    extended_open_ = false;
   }
   void add_extra_start() { c2s_segments_.push_back({true, c2s_extra_.size(), 0}); }
   void add_extra_end() {
@@ -475,7 +484,7 @@ class Session : public std::enable_shared_from_this<Session> {
   [[nodiscard]] bool idle() const {
     if (pooled_) {
       return slots_.empty() && server_status_ == protocol::TransactionStatus::kIdle &&
-             c2s_begin_ == c2s_end_ && c2s_stream_left_ == 0;
+             c2s_begin_ == c2s_end_ && c2s_stream_left_ == 0 && !extended_open_;
     }
     return pending_syncs_ == 0 && !extended_open_ &&
            tx_status_ == protocol::TransactionStatus::kIdle && c2s_scanner_.at_boundary();
@@ -538,6 +547,8 @@ class Session : public std::enable_shared_from_this<Session> {
   protocol::BackendType last_server_type_ = protocol::BackendType::kReadyForQuery;
   std::uint32_t pending_syncs_ = 0;
   std::chrono::steady_clock::time_point request_started_{};
+  /// Extended-protocol messages since the last Sync (pass-through and pooled sessions): the
+  /// server connection is not idle until the Sync.
   bool extended_open_ = false;
 
   // Pooled sessions.
@@ -582,7 +593,7 @@ class Session : public std::enable_shared_from_this<Session> {
   bool awaiting_answers_ = false;
   /// Whether the waiting messages, pipelined behind a read that a standby is answering, must
   /// wait for its answers (and the connection's release) before they are routed.
-  bool must_wait_behind_read(const sql::QueryClass& next) const;
+  bool must_wait_behind_read(const BatchClass& next) const;
   net::asio::awaitable<bool> wait_for_answers();
   void wake_answer_waiter();
   /// Some message of the client's still waits for its answer (pgrelay's own are left out).
@@ -690,8 +701,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string server_fatal_;         ///< a FATAL the server sent before closing
   bool unit_may_commit_ = false;     ///< the client's unit being read may commit
   bool unnamed_may_commit_ = false;  ///< the unnamed statement's text may commit
-  bool tx_read_intent_ = false;      ///< this attachment was routed for read-only work
-  bool counted_active_ = false;      ///< counted in Shared::active_transactions
+  /// The unnamed statement's text is DEALLOCATE ALL or DISCARD ALL.
+  bool unnamed_deallocates_all_ = false;
+  bool tx_read_intent_ = false;  ///< this attachment was routed for read-only work
+  bool counted_active_ = false;  ///< counted in Shared::active_transactions
   /// The deferred BEGIN went ahead on this connection and its ReadyForQuery has not come yet:
   /// the server is inside a block although server_status_ still says idle.
   bool block_opened_ahead_ = false;
