@@ -2,7 +2,7 @@
 // (named protocol-level statements, prepareThreshold=1), each committing `SET search_path` once
 // and relying on it and on its prepared statements in every later transaction, while several
 // copies share two server connections (keeping many or few statements prepared on them) or move to
-// a new one every transaction.
+// a new one every transaction. Then, with read splitting: psycopg 3, asyncpg and node-postgres.
 #include <gtest/gtest.h>
 
 #include <cstddef>
@@ -311,7 +311,8 @@ TEST_P(ClientsTest, MixedDriversShareServerConnections) {
 
 // ------------------------------------------------------------------------------------------
 // Drivers with read splitting (the default): psycopg 3 (pipeline mode, its own prepared
-// statements) and node-postgres (named statements, a result read in pages)
+// statements), asyncpg (its statement cache) and node-postgres (named statements, a result read
+// in pages)
 // ------------------------------------------------------------------------------------------
 
 const std::string kNodeClient = kClientsDir + "/node/node_client.js";
@@ -390,6 +391,25 @@ TEST_F(SplitClientsTest, Psycopg3PipelinesAndPreparedStatements) {
   }
   const long standby_reads =
       expect_clients("psycopg3_client", "clients_pg3.t", clients, commands, n);
+  EXPECT_GT(standby_reads, 0) << "no read went to a standby";
+}
+
+/// Four asyncpg clients with its default statement cache: every statement prepared under
+/// asyncpg's own names (Parse, Describe, Flush, then Bind), a cursor read in pages.
+TEST_F(SplitClientsTest, AsyncpgWithItsStatementCache) {
+  ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import asyncpg'", "python3-asyncpg"));
+  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_apg CASCADE");
+  const int n = 60;
+  std::vector<std::string> clients;
+  std::vector<std::string> commands;
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back("apgc" + std::to_string(i));
+    commands.push_back(kPython + " " + kClientsDir + "/asyncpg_client.py --port " +
+                       std::to_string(proxy_->port()) + " --client " + clients.back() +
+                       " --transactions " + std::to_string(n));
+  }
+  const long standby_reads =
+      expect_clients("asyncpg_client", "clients_apg.t", clients, commands, n);
   EXPECT_GT(standby_reads, 0) << "no read went to a standby";
 }
 
