@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <ostream>
@@ -316,6 +317,8 @@ TEST_P(ClientsTest, MixedDriversShareServerConnections) {
 // ------------------------------------------------------------------------------------------
 
 const std::string kNodeClient = kClientsDir + "/node/node_client.js";
+/// Transactions per driver client (every tenth rolled back).
+constexpr int kSplitTransactions = 60;
 
 /// The key=value pairs after "<program> <client>: ok " in `output` (empty when not there).
 std::map<std::string, long> summary_of(const std::string& output, const std::string& program,
@@ -344,11 +347,20 @@ class SplitClientsTest : public ::testing::Test {
         "[monitor]\nuser = \"pgrelay\"\npassword = \"pgrelay\"\ninterval_ms = 100\n");
   }
 
-  /// Runs the commands at once; each client must succeed, and the rows it left in `table` must
-  /// be the ones it says it committed. Returns the reads standbys answered, over all clients.
-  long expect_clients(const std::string& program, const std::string& table,
-                      const std::vector<std::string>& clients,
-                      const std::vector<std::string>& commands, int transactions) {
+  /// Drops `schema`, then runs four copies of a client at once (`command(name)` for the names
+  /// prefix0..prefix3): each must succeed, and the rows it left in `schema`.t must be the ones
+  /// it says it committed. Some read must have gone to a standby.
+  void expect_clients(const std::string& program, const std::string& schema,
+                      const std::string& prefix,
+                      const std::function<std::string(const std::string&)>& command) {
+    Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS " + schema + " CASCADE");
+    const std::string table = schema + ".t";
+    std::vector<std::string> clients;
+    std::vector<std::string> commands;
+    for (int i = 0; i < 4; ++i) {
+      clients.push_back(prefix + std::to_string(i));
+      commands.push_back(command(clients.back()));
+    }
     const auto results = run_concurrently(commands);
     long standby_reads = 0;
     for (std::size_t i = 0; i < clients.size(); ++i) {
@@ -362,14 +374,14 @@ class SplitClientsTest : public ::testing::Test {
         ADD_FAILURE() << program << " " << clients[i] << " printed no summary";
         continue;
       }
-      EXPECT_EQ(summary.at("transactions"), transactions);
+      EXPECT_EQ(summary.at("transactions"), kSplitTransactions);
       EXPECT_EQ(Cluster::get().sql("node1", "SELECT count(*) FROM " + table + " WHERE client = '" +
                                                 clients[i] + "'"),
                 std::to_string(summary.at("committed")))
           << program << " " << clients[i] << ": rows in " << table;
       standby_reads += summary.at("standby_reads");
     }
-    return standby_reads;
+    EXPECT_GT(standby_reads, 0) << "no read went to a standby";
   }
 
   std::unique_ptr<Proxy> proxy_;
@@ -379,38 +391,22 @@ class SplitClientsTest : public ::testing::Test {
 /// statements (the same names with different texts in every client).
 TEST_F(SplitClientsTest, Psycopg3PipelinesAndPreparedStatements) {
   ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import psycopg'", "python3-psycopg"));
-  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_pg3 CASCADE");
-  const int n = 60;
-  std::vector<std::string> clients;
-  std::vector<std::string> commands;
-  for (int i = 0; i < 4; ++i) {
-    clients.push_back("pg3c" + std::to_string(i));
-    commands.push_back(kPython + " " + kClientsDir + "/psycopg3_client.py --port " +
-                       std::to_string(proxy_->port()) + " --client " + clients.back() +
-                       " --transactions " + std::to_string(n));
-  }
-  const long standby_reads =
-      expect_clients("psycopg3_client", "clients_pg3.t", clients, commands, n);
-  EXPECT_GT(standby_reads, 0) << "no read went to a standby";
+  expect_clients("psycopg3_client", "clients_pg3", "pg3c", [&](const std::string& client) {
+    return kPython + " " + kClientsDir + "/psycopg3_client.py --port " +
+           std::to_string(proxy_->port()) + " --client " + client + " --transactions " +
+           std::to_string(kSplitTransactions);
+  });
 }
 
 /// Four asyncpg clients with its default statement cache: every statement prepared under
 /// asyncpg's own names (Parse, Describe, Flush, then Bind), a cursor read in pages.
 TEST_F(SplitClientsTest, AsyncpgWithItsStatementCache) {
   ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import asyncpg'", "python3-asyncpg"));
-  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_apg CASCADE");
-  const int n = 60;
-  std::vector<std::string> clients;
-  std::vector<std::string> commands;
-  for (int i = 0; i < 4; ++i) {
-    clients.push_back("apgc" + std::to_string(i));
-    commands.push_back(kPython + " " + kClientsDir + "/asyncpg_client.py --port " +
-                       std::to_string(proxy_->port()) + " --client " + clients.back() +
-                       " --transactions " + std::to_string(n));
-  }
-  const long standby_reads =
-      expect_clients("asyncpg_client", "clients_apg.t", clients, commands, n);
-  EXPECT_GT(standby_reads, 0) << "no read went to a standby";
+  expect_clients("asyncpg_client", "clients_apg", "apgc", [&](const std::string& client) {
+    return kPython + " " + kClientsDir + "/asyncpg_client.py --port " +
+           std::to_string(proxy_->port()) + " --client " + client + " --transactions " +
+           std::to_string(kSplitTransactions);
+  });
 }
 
 /// Four node-postgres clients: named statements `ins` (different texts) and `count`, and a
@@ -420,17 +416,10 @@ TEST_F(SplitClientsTest, NodePostgresNamedStatementsAndPagedReads) {
   ASSERT_NO_FATAL_FAILURE(
       require("cd " + kClientsDir + "/node && node -e \"require('pg')\"",
               "node-postgres (scripts/deps: npm ci in " + kClientsDir + "/node)"));
-  Cluster::get().sql("node1", "DROP SCHEMA IF EXISTS clients_node CASCADE");
-  const int n = 60;
-  std::vector<std::string> clients;
-  std::vector<std::string> commands;
-  for (int i = 0; i < 4; ++i) {
-    clients.push_back("nodec" + std::to_string(i));
-    commands.push_back("node " + kNodeClient + " 127.0.0.1 " + std::to_string(proxy_->port()) +
-                       " " + clients.back() + " " + std::to_string(n));
-  }
-  const long standby_reads = expect_clients("node_client", "clients_node.t", clients, commands, n);
-  EXPECT_GT(standby_reads, 0) << "no read went to a standby";
+  expect_clients("node_client", "clients_node", "nodec", [&](const std::string& client) {
+    return "node " + kNodeClient + " 127.0.0.1 " + std::to_string(proxy_->port()) + " " + client +
+           " " + std::to_string(kSplitTransactions);
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -337,6 +337,27 @@ std::string pipelined_value(PGconn* conn) {
   return out;
 }
 
+/// Queues `sql` (no parameters) on a connection in pipeline mode. Call with
+/// ASSERT_NO_FATAL_FAILURE.
+void send_pipelined(PGconn* conn, const char* sql) {
+  ASSERT_EQ(PQsendQueryParams(conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+}
+
+/// The read-your-writes watermark pgrelay reports with the client's next answer (0: none).
+std::uint64_t watermark_with_next_answer(PgConn& conn) {
+  EXPECT_EQ(conn.value("SELECT 1"), "1");
+  const char* told = PQparameterStatus(conn.conn, "pgrelay.commit_lsn");
+  return told == nullptr ? 0 : lsn_value(told);
+}
+
+/// The next result must be a pipeline's Sync. Call with ASSERT_NO_FATAL_FAILURE.
+void expect_pipeline_sync(PGconn* conn) {
+  PGresult* sync = PQgetResult(conn);
+  ASSERT_NE(sync, nullptr);
+  EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
+  PQclear(sync);
+}
+
 TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsnRead) {
   Proxy proxy(routing_toml(kHugeLagLimits));
   Cleanup resume;
@@ -356,32 +377,23 @@ TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsn
   std::this_thread::sleep_for(50ms);
   for (const char* sql : {"BEGIN", "INSERT INTO ryw VALUES (-2)",
                           "SELECT pg_catalog.pg_current_wal_insert_lsn()::text", "COMMIT"}) {
-    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+    ASSERT_NO_FATAL_FAILURE(send_pipelined(conn.conn, sql));
   }
   ASSERT_EQ(PQpipelineSync(conn.conn), 1);
   EXPECT_EQ(pipelined_value(conn.conn), "3000000");
-  PGresult* sync = PQgetResult(conn.conn);
-  ASSERT_NE(sync, nullptr);
-  EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
-  PQclear(sync);
+  ASSERT_NO_FATAL_FAILURE(expect_pipeline_sync(conn.conn));
   std::string inside;
   for (int i = 0; i < 4; ++i) {
     const auto value = pipelined_value(conn.conn);
     EXPECT_EQ(value.rfind("ERROR", 0), std::string::npos) << value;
     if (i == 2) inside = value;
   }
-  sync = PQgetResult(conn.conn);
-  ASSERT_NE(sync, nullptr);
-  EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
-  PQclear(sync);
+  ASSERT_NO_FATAL_FAILURE(expect_pipeline_sync(conn.conn));
   ASSERT_EQ(PQexitPipelineMode(conn.conn), 1);
   // The watermark comes with the next answer: it covers the transaction's commit.
-  ASSERT_EQ(conn.value("SELECT 1"), "1");
-  const char* told = PQparameterStatus(conn.conn, "pgrelay.commit_lsn");
-  ASSERT_NE(told, nullptr);
   ASSERT_NE(lsn_value(inside), 0U) << inside;
-  EXPECT_GE(lsn_value(told), lsn_value(inside))
-      << "watermark " << told << " is before the transaction's own WAL at " << inside;
+  EXPECT_GE(watermark_with_next_answer(conn), lsn_value(inside))
+      << "the watermark is before the transaction's own WAL at " << inside;
   EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -2"), "1");
 }
 
@@ -395,7 +407,7 @@ TEST_F(RoutingTest, AnAutocommitWritePipelinedBehindACommitGetsItsCommitLsnRead)
   // The transaction's end, slow enough that the next write arrives before its answer, while
   // the client's last ReadyForQuery still says "in a transaction".
   for (const char* sql : {"SELECT pg_catalog.pg_sleep(0.3)", "COMMIT"}) {
-    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+    ASSERT_NO_FATAL_FAILURE(send_pipelined(conn.conn, sql));
     ASSERT_EQ(PQpipelineSync(conn.conn), 1);
   }
   ASSERT_EQ(PQflush(conn.conn), 0);
@@ -411,19 +423,13 @@ TEST_F(RoutingTest, AnAutocommitWritePipelinedBehindACommitGetsItsCommitLsnRead)
     const auto value = pipelined_value(conn.conn);
     EXPECT_EQ(value.rfind("ERROR", 0), std::string::npos) << value;
     if (i == 2) inserted = value;
-    PGresult* sync = PQgetResult(conn.conn);
-    ASSERT_NE(sync, nullptr);
-    EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
-    PQclear(sync);
+    ASSERT_NO_FATAL_FAILURE(expect_pipeline_sync(conn.conn));
   }
   ASSERT_EQ(PQexitPipelineMode(conn.conn), 1);
   // The watermark comes with the next answer: it covers the autocommit write's commit.
-  ASSERT_EQ(conn.value("SELECT 1"), "1");
-  const char* told = PQparameterStatus(conn.conn, "pgrelay.commit_lsn");
-  ASSERT_NE(told, nullptr);
   ASSERT_NE(lsn_value(inserted), 0U) << inserted;
-  EXPECT_GT(lsn_value(told), lsn_value(inserted))
-      << "watermark " << told << " is before the write's own WAL at " << inserted;
+  EXPECT_GT(watermark_with_next_answer(conn), lsn_value(inserted))
+      << "the watermark is before the write's own WAL at " << inserted;
 }
 
 TEST_F(RoutingTest, AnExtendedUnitAnsweredBeforeItsSyncKeepsItsConnection) {
@@ -453,10 +459,7 @@ TEST_F(RoutingTest, AnExtendedUnitAnsweredBeforeItsSyncKeepsItsConnection) {
   ASSERT_EQ(PQsendQueryPrepared(first.conn, "", 1, &value, nullptr, nullptr, 0), 1);
   ASSERT_EQ(PQpipelineSync(first.conn), 1);
   EXPECT_EQ(pipelined_value(first.conn), "42");
-  PGresult* sync = PQgetResult(first.conn);
-  ASSERT_NE(sync, nullptr);
-  EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
-  PQclear(sync);
+  ASSERT_NO_FATAL_FAILURE(expect_pipeline_sync(first.conn));
   ASSERT_EQ(PQexitPipelineMode(first.conn), 1);
   EXPECT_EQ(pipelined_value(second.conn), "t");
 }
@@ -467,14 +470,9 @@ TEST_F(RoutingTest, AReadAndAWriteInOneImplicitTransactionRunTogether) {
   PgConn conn(proxy.conninfo());
   ASSERT_TRUE(conn.ok()) << conn.error();
   const auto send = [&](const char* sql) {
-    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+    ASSERT_NO_FATAL_FAILURE(send_pipelined(conn.conn, sql));
   };
-  const auto expect_sync = [&] {
-    PGresult* sync = PQgetResult(conn.conn);
-    ASSERT_NE(sync, nullptr);
-    EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
-    PQclear(sync);
-  };
+  const auto expect_sync = [&] { ASSERT_NO_FATAL_FAILURE(expect_pipeline_sync(conn.conn)); };
   const char* read = "SELECT pg_catalog.current_setting('port')";
   ASSERT_EQ(PQenterPipelineMode(conn.conn), 1);
 
@@ -530,22 +528,15 @@ TEST_F(RoutingTest, AWritePipelinedBehindAStandbyReadGoesToThePrimary) {
   ASSERT_EQ(PQflush(conn.conn), 0);
   std::this_thread::sleep_for(50ms);
   // An autocommit write, then a transaction, pipelined behind it: neither may run there.
-  ASSERT_EQ(PQsendQueryParams(conn.conn, "INSERT INTO ryw VALUES (-3)", 0, nullptr, nullptr,
-                              nullptr, nullptr, 0),
-            1);
+  ASSERT_NO_FATAL_FAILURE(send_pipelined(conn.conn, "INSERT INTO ryw VALUES (-3)"));
   ASSERT_EQ(PQpipelineSync(conn.conn), 1);
   for (const char* sql : {"BEGIN", "INSERT INTO ryw VALUES (-4)", "COMMIT"}) {
-    ASSERT_EQ(PQsendQueryParams(conn.conn, sql, 0, nullptr, nullptr, nullptr, nullptr, 0), 1);
+    ASSERT_NO_FATAL_FAILURE(send_pipelined(conn.conn, sql));
   }
   ASSERT_EQ(PQpipelineSync(conn.conn), 1);
   const auto port = pipelined_value(conn.conn);
   EXPECT_TRUE(port == port_of("node2") || port == port_of("node3")) << "the read ran on " << port;
-  const auto expect_sync = [&] {
-    PGresult* sync = PQgetResult(conn.conn);
-    ASSERT_NE(sync, nullptr);
-    EXPECT_EQ(PQresultStatus(sync), PGRES_PIPELINE_SYNC);
-    PQclear(sync);
-  };
+  const auto expect_sync = [&] { ASSERT_NO_FATAL_FAILURE(expect_pipeline_sync(conn.conn)); };
   ASSERT_NO_FATAL_FAILURE(expect_sync());
   const auto insert = pipelined_value(conn.conn);
   EXPECT_EQ(insert.rfind("ERROR", 0), std::string::npos) << insert;
