@@ -32,6 +32,25 @@ using protocol::TransactionStatus;
 
 namespace {
 
+/// The text of a Query or Parse mentions COPY (any case, anywhere: errs towards true).
+bool text_mentions_copy(FrontendType type, protocol::Bytes body) {
+  std::optional<std::string_view> text;
+  if (type == FrontendType::kQuery) {
+    text = protocol::parse_query(body);
+  } else if (const auto parse = protocol::parse_parse(body)) {
+    text = parse->query;
+  }
+  if (!text) return false;
+  const std::string_view sql = *text;
+  for (std::size_t i = 0; i + 4 <= sql.size(); ++i) {
+    if ((sql[i] | 0x20) == 'c' && (sql[i + 1] | 0x20) == 'o' && (sql[i + 2] | 0x20) == 'p' &&
+        (sql[i + 3] | 0x20) == 'y') {
+      return true;
+    }
+  }
+  return false;
+}
+
 using namespace detail;
 /// A name no statement ever has: closing it answers CloseComplete without side effects.
 constexpr std::string_view kNoStatement = "pgrelay_closed";
@@ -1409,13 +1428,22 @@ awaitable<void> Session::pooled_client_loop() {
     if (classified && classified->plain_query_at != std::string::npos) {
       remember_scan(classified->plain_query_at, {});  // a plain SELECT: nothing to find
     }
+    batch_may_copy_ = false;
     process_client_messages();
     scanned_count_ = 0;
     if (closing_) break;
+    if (batch_may_copy_) copy_in_progress_ = true;
     if (batch_ends_tx_ && server_conn_ && c2s_stream_left_ == 0 && c2s_begin_ == c2s_end_ &&
         !slots_.empty() && !slots_.back().internal() &&
         (slots_.back().kind == SlotKind::kSync || slots_.back().kind == SlotKind::kQuery)) {
-      send_commit_lsn_query();
+      if (!copy_in_progress_) {
+        send_commit_lsn_query();
+      } else {
+        // A query behind a COPY FROM STDIN would reach the server in copy-in mode and fail the
+        // COPY. The client's reads go to the primary until the LSN is read after its CopyDone
+        // (or behind its next write).
+        ryw_unknown_ = true;
+      }
     }
     if (was_idle && !slots_.empty()) request_started_ = std::chrono::steady_clock::now();
     // Gather and send.
@@ -1651,6 +1679,10 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
   // Returns true when the message was written to the extra buffer (rewritten or dropped);
   // false to pass it through as it is. `message` may be just the header (streamed types).
   const auto body = message.subspan(std::min(message.size(), protocol::kHeaderLength));
+  if (batch_ends_tx_ && !batch_may_copy_ &&
+      (type == FrontendType::kQuery || type == FrontendType::kParse)) {
+    batch_may_copy_ = text_mentions_copy(type, body);
+  }
   if (server_skipping_ && type != FrontendType::kSync && type != FrontendType::kQuery &&
       type != FrontendType::kTerminate) {
     return false;  // the server skips it after an error: nothing to track
@@ -1751,6 +1783,10 @@ bool Session::handle_client_message(FrontendType type, protocol::Bytes message) 
       push_slot(SlotKind::kFunctionCall);
       unit_may_commit_ = true;
       end_unit();
+      return false;
+    case FrontendType::kCopyDone:
+    case FrontendType::kCopyFail:
+      copy_in_progress_ = false;
       return false;
     case FrontendType::kTerminate:
       client_terminated_ = true;
@@ -2330,6 +2366,7 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
       if (!internal) {
         tx_status_ = server_status_;
         pop_slot();
+        if (copy_in_progress_ && !client_answers_pending()) copy_in_progress_ = false;
         if (slots_.empty() || std::none_of(slots_.begin(), slots_.end(),
                                            [](const Slot& s) { return !s.internal(); })) {
           worker_.counters->observe_latency(std::chrono::steady_clock::now() - request_started_);
@@ -2467,6 +2504,7 @@ void Session::detach(bool reusable) {
   tx_read_intent_ = false;
   block_opened_ahead_ = false;
   extended_open_ = false;  // a lost server's unit is answered without one (lost.cpp)
+  copy_in_progress_ = false;
   count_active(false);
   if (dedicated_ && reusable && !closing_ && server_pool_ != nullptr) {
     parked_.push_back({std::move(server_conn_), server_pool_});

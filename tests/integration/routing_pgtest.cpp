@@ -550,6 +550,40 @@ TEST_F(RoutingTest, AWritePipelinedBehindAStandbyReadGoesToThePrimary) {
   EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v IN (-3, -4)"), "2");
 }
 
+TEST_F(RoutingTest, CopyFromStdinRunsAndTheClientReadsItsRowsBack) {
+  Proxy proxy(routing_toml(kHugeLagLimits));
+  Cleanup resume;
+  ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume, [] {
+    Cluster::get().sql(
+        "node1",
+        "DROP TABLE IF EXISTS copied; CREATE TABLE copied (n int); GRANT ALL ON copied TO app");
+  }));
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  for (int round = 0; round < 2; ++round) {
+    // As psql's \copy: the COPY statement, then the rows in several writes, then CopyDone.
+    PGresult* started = PQexec(conn.conn, "COPY copied FROM STDIN");
+    ASSERT_EQ(PQresultStatus(started), PGRES_COPY_IN) << PQresultErrorMessage(started);
+    PQclear(started);
+    for (int chunk = 0; chunk < 10; ++chunk) {
+      std::string rows;
+      for (int i = 0; i < 100; ++i) rows += std::to_string(chunk * 100 + i) + "\n";
+      ASSERT_EQ(PQputCopyData(conn.conn, rows.data(), static_cast<int>(rows.size())), 1);
+      ASSERT_EQ(PQflush(conn.conn), 0);
+      std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_EQ(PQputCopyEnd(conn.conn, nullptr), 1);
+    PGresult* done = PQgetResult(conn.conn);
+    EXPECT_EQ(PQresultStatus(done), PGRES_COMMAND_OK) << PQresultErrorMessage(done);
+    EXPECT_STREQ(PQcmdStatus(done), "COPY 1000");
+    PQclear(done);
+    PQclear(PQgetResult(conn.conn));
+    // Replay is paused on both standbys: only the primary has the rows, and the client's read
+    // must go there.
+    EXPECT_EQ(conn.value("SELECT count(*) FROM copied"), std::to_string(1000 * (round + 1)));
+  }
+}
+
 TEST_F(RoutingTest, DelayedStandbyServesNoReads) {
   auto& cluster = Cluster::get();
   Proxy proxy(routing_toml("max_lag_ms = 1000"));

@@ -703,6 +703,12 @@ class Session : public std::enable_shared_from_this<Session> {
   bool unnamed_may_commit_ = false;  ///< the unnamed statement's text may commit
   /// The unnamed statement's text is DEALLOCATE ALL or DISCARD ALL.
   bool unnamed_deallocates_all_ = false;
+  /// A text in the batch being sent mentions COPY: it may put the server in copy-in mode, where
+  /// a query of pgrelay's behind it would break the COPY.
+  bool batch_may_copy_ = false;
+  /// A COPY may be running: no commit-LSN query until the client's CopyDone or CopyFail (or the
+  /// COPY statement's ReadyForQuery).
+  bool copy_in_progress_ = false;
   bool tx_read_intent_ = false;  ///< this attachment was routed for read-only work
   bool counted_active_ = false;  ///< counted in Shared::active_transactions
   /// The deferred BEGIN went ahead on this connection and its ReadyForQuery has not come yet:
