@@ -32,14 +32,18 @@ using protocol::TransactionStatus;
 
 namespace {
 
+/// The statement text of a Query or Parse body (nullopt when malformed or another type).
+std::optional<std::string_view> statement_text(FrontendType type, protocol::Bytes body) {
+  if (type == FrontendType::kQuery) return protocol::parse_query(body);
+  if (type != FrontendType::kParse) return std::nullopt;
+  const auto parse = protocol::parse_parse(body);
+  if (!parse) return std::nullopt;
+  return parse->query;
+}
+
 /// The text of a Query or Parse mentions COPY (any case, anywhere: errs towards true).
 bool text_mentions_copy(FrontendType type, protocol::Bytes body) {
-  std::optional<std::string_view> text;
-  if (type == FrontendType::kQuery) {
-    text = protocol::parse_query(body);
-  } else if (const auto parse = protocol::parse_parse(body)) {
-    text = parse->query;
-  }
+  const auto text = statement_text(type, body);
   if (!text) return false;
   const std::string_view sql = *text;
   for (std::size_t i = 0; i + 4 <= sql.size(); ++i) {
@@ -1045,12 +1049,7 @@ bool Session::batch_may_end_transaction() {
     switch (type) {
       case FrontendType::kQuery:
       case FrontendType::kParse: {
-        std::optional<std::string_view> text;
-        if (type == FrontendType::kQuery) {
-          text = protocol::parse_query(body);
-        } else if (const auto parse = protocol::parse_parse(body)) {
-          text = parse->query;
-        }
+        const auto text = statement_text(type, body);
         if (!text) return true;
         const auto words = sql::scan_words(*text);
         remember_scan(pos, words);  // handle_client_message() needs the same scan
