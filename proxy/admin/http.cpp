@@ -198,6 +198,7 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
   std::uint64_t pool_login_failures = 0;
   std::uint64_t pinned = 0;
   std::uint64_t lost = 0;
+  std::uint64_t watermark_queries = 0;
   for (const auto& worker : stats.workers()) {
     pool_servers += worker.pool.server_connections.load();
     pool_idle += worker.pool.idle.load();
@@ -207,6 +208,7 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
     pool_login_failures += worker.pool.login_failures_total.load();
     pinned += worker.pinned_total.load();
     lost += worker.transactions_lost_total.load();
+    watermark_queries += worker.watermark_queries_total.load();
     connections += worker.connections_total.load();
     login_failures += worker.login_failures_total.load();
     protocol_errors += worker.protocol_errors_total.load();
@@ -221,6 +223,9 @@ std::string metrics_text(const cluster::Topology& topology, const stats::Stats& 
     w.sample("pgrelay_route_decisions_total",
              "reason=\"" + std::string(stats::kRouteReasons[r]) + "\"", total);
   }
+  w.family("pgrelay_watermark_queries_total", "counter",
+           "Read-your-writes watermark queries (the primary's WAL insert LSN) pgrelay sent.");
+  w.sample("pgrelay_watermark_queries_total", "", watermark_queries);
   w.family("pgrelay_client_connections", "gauge", "Client connections open now.");
   w.sample("pgrelay_client_connections", "", stats.client_connections.load());
   w.family("pgrelay_clients_parked", "gauge",

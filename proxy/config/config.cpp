@@ -313,7 +313,7 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
   if (const auto* t = r.section(root, "routing")) {
     r.check_keys(*t, "[routing]",
                  {"read_write_split", "max_lag_bytes", "max_lag_ms", "read_your_writes",
-                  "primary_wait_ms", "read_only_functions"});
+                  "watermark", "primary_wait_ms", "read_only_functions"});
     r.names(*t, "routing", "read_only_functions", "an array of strings", "function names",
             config.routing.read_only_functions);
     r.boolean(*t, "routing", "read_write_split", config.routing.read_write_split);
@@ -321,6 +321,8 @@ void read_config(Reader& r, const toml::table& root, Config& config) {
               std::numeric_limits<std::int64_t>::max());
     r.integer(*t, "routing", "max_lag_ms", config.routing.max_lag_ms, 0, kMaxMillis);
     r.boolean(*t, "routing", "read_your_writes", config.routing.read_your_writes);
+    const int watermark = r.choice(*t, "routing", "watermark", {"auto", "lazy", "eager"});
+    if (watermark >= 0) config.routing.watermark = static_cast<WatermarkMode>(watermark);
     r.integer(*t, "routing", "primary_wait_ms", config.routing.primary_wait_ms, 0, kMaxMillis);
   }
   if (const auto* t = r.section(root, "tls")) {

@@ -52,6 +52,7 @@ Session::Session(Shared& shared, WorkerSessions& worker, const net::asio::any_io
   params_version_ = parked.params_version;
   ryw_lsn_ = parked.ryw_lsn;
   ryw_unknown_ = parked.ryw_unknown;
+  ryw_reader_ = parked.ryw_reader;
   pending_commit_lsn_ = parked.pending_commit_lsn;
   unnamed_may_commit_ = parked.unnamed_may_commit;
   client_key_ = parked.client_key;
@@ -144,6 +145,7 @@ void Session::park() {
   parked->params_version = params_version_;
   parked->ryw_lsn = ryw_lsn_;
   parked->ryw_unknown = ryw_unknown_;
+  parked->ryw_reader = ryw_reader_;
   parked->pending_commit_lsn = pending_commit_lsn_;
   parked->unnamed_may_commit = unnamed_may_commit_;
   parked->client_key = client_key_;

@@ -1201,13 +1201,28 @@ void Session::flush_pending_status() {
   s2c_segments_.push_back({true, before, s2c_extra_.size() - before});
 }
 
-void Session::send_commit_lsn_query() {
-  // Behind the client's last message: when the transaction has ended, this reads an LSN at or
-  // after its commit record, and the client waits for nothing (its answer comes first).
+bool Session::eager_watermark() const {
+  switch (config_->routing.watermark) {
+    case config::WatermarkMode::kEager:
+      return true;
+    case config::WatermarkMode::kLazy:
+      return false;
+    case config::WatermarkMode::kAuto:
+      break;
+  }
+  return ryw_reader_;
+}
+
+void Session::send_watermark_query() {
+  // Eager: behind the client's last message; when the transaction has ended, this reads an LSN
+  // at or after its commit record, and the client waits for nothing (its answer comes first).
+  // Lazy: in front of a read transaction on the primary; the client's earlier transactions are
+  // over, so the LSN is at or after their commits, and the read's answer brings it along.
   add_extra_start();
   protocol::append_query(c2s_extra_, "SELECT pg_catalog.pg_current_wal_insert_lsn()");
   add_extra_end();
-  push_slot(SlotKind::kQuery, SlotPurpose::kCommitLsn);
+  push_slot(SlotKind::kQuery, SlotPurpose::kCommitLsn, ryw_writes_);
+  worker_.counters->watermark_queries_total.fetch_add(1, std::memory_order_relaxed);
 }
 
 // ---- relay: client to server -----------------------------------------------------------------
@@ -1322,14 +1337,28 @@ awaitable<void> Session::pooled_client_loop() {
       if (lost_tx_ != LostTx::kNone || lost_skipping_ || c2s_begin_ == c2s_end_) continue;
       // What follows the transaction's end starts the next one.
     }
+    const bool lazy_watermark = config_->routing.read_your_writes &&
+                                config_->routing.read_write_split && !eager_watermark();
     if (server_conn_ && !routed_read_) {
-      // More work on the same connection was not classified: it may write. The connection may
-      // still be attached only for the commit-LSN query behind a read (after a lost server the
-      // watermark is read behind reads too): a transaction starting on it must still get its
-      // own commit LSN read, or the client's next read could go to a standby without its commit.
-      tx_read_intent_ = false;
-      may_write_ = true;
+      if (lazy_watermark && tx_read_intent_ && !may_write_) {
+        // More of a read transaction on the primary: a COMMIT or more reads leave the client's
+        // watermark as it is (counted as writes, they would send its next read here again).
+        classified = classify_batch();
+        if (classified->need_more) continue;
+        if (!classified->query.read_only) {
+          tx_read_intent_ = false;
+          may_write_ = true;
+        }
+      } else {
+        // More work on the same connection was not classified: it may write. (Eager: the
+        // connection may still be attached only for the commit-LSN query behind a read, after a
+        // lost server: a transaction starting on it must still get its own commit LSN read, or
+        // the client's next read could go to a standby without its commit.)
+        tx_read_intent_ = false;
+        may_write_ = true;
+      }
     }
+    bool watermark_first = false;  // lazy: the commit LSN is read in front of this read
     if (!server_conn_) {
       // A lone Terminate needs no server.
       if (c2s_end_ - c2s_begin_ >= protocol::kHeaderLength &&
@@ -1375,6 +1404,14 @@ awaitable<void> Session::pooled_client_loop() {
         } else if (decision.reason == routing::Reason::kReadStandby) {
           target = decision.backend;
           routed_read_ = true;
+        } else if (decision.reason == routing::Reason::kReadPrimaryRywWait && ryw_unknown_ &&
+                   lazy_watermark) {
+          // A standby could serve the client's reads once its watermark is known: read it in
+          // front of this read, which runs on the primary meanwhile. A client that reads after
+          // its writes gets its watermarks read behind them from now on ("auto"), so that its
+          // later reads can go to a standby as soon as one has replayed its commit.
+          watermark_first = true;
+          ryw_reader_ = true;
         }
       }
       if (!take_idle_server(target)) {
@@ -1391,6 +1428,7 @@ awaitable<void> Session::pooled_client_loop() {
     }
     c2s_segments_.clear();
     c2s_extra_.clear();
+    if (watermark_first && server_conn_) send_watermark_query();
     if (!deferred_begin_.empty() && server_conn_) {
       // The BEGIN the client was told had run, in the same write as its next messages.
       add_extra_start();
@@ -1400,8 +1438,16 @@ awaitable<void> Session::pooled_client_loop() {
       push_slot(SlotKind::kQuery, SlotPurpose::kInternal);
       block_opened_ahead_ = true;
     }
-    if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes &&
-        config_->routing.read_write_split && server_conn_) {
+    if (lazy_watermark) {
+      // The commit LSN is read when the client next reads: a batch that may write only makes
+      // its watermark unknown (no query, nothing held back behind a COPY).
+      batch_ends_tx_ = false;
+      if (may_write_ && server_conn_) {
+        ryw_unknown_ = true;
+        ++ryw_writes_;
+      }
+    } else if ((may_write_ || ryw_unknown_) && config_->routing.read_your_writes &&
+               config_->routing.read_write_split && server_conn_) {
       // Without read splitting every read runs on the primary: no watermark is needed. The
       // buffer has not changed since routing classified it (if it did). Inside a transaction a
       // batch without a word that can end one (the statements of pgbench -N) is not classified.
@@ -1436,7 +1482,7 @@ awaitable<void> Session::pooled_client_loop() {
         !slots_.empty() && !slots_.back().internal() &&
         (slots_.back().kind == SlotKind::kSync || slots_.back().kind == SlotKind::kQuery)) {
       if (!copy_in_progress_) {
-        send_commit_lsn_query();
+        send_watermark_query();
       } else {
         // A query behind a COPY FROM STDIN would reach the server in copy-in mode and fail the
         // COPY. The client's reads go to the primary until the LSN is read after its CopyDone
@@ -2354,7 +2400,8 @@ bool Session::handle_server_message(BackendType type, protocol::Bytes body) {
           server_status_ == TransactionStatus::kIdle) {
         // The client's transaction had ended: its commit is at or before this LSN.
         ryw_lsn_ = std::max(ryw_lsn_, head->lsn);
-        ryw_unknown_ = false;
+        // Lazy: a batch that may write, sent after this query, is not covered.
+        if (head->id == ryw_writes_) ryw_unknown_ = false;
         if (spdlog::should_log(spdlog::level::debug)) {  // not formatted per commit otherwise
           spdlog::debug("c{}: commit watermark {} from backend {}", id_,
                         cluster::format_lsn(head->lsn), backend_name_);

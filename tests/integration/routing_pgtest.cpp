@@ -123,6 +123,25 @@ class RoutingTest : public ::testing::Test {
   }
 };
 
+/// Read-your-writes with each way of reading the commit LSN ([routing] watermark).
+class WatermarkTest : public RoutingTest, public ::testing::WithParamInterface<const char*> {
+ protected:
+  static std::string routing_keys() {
+    return std::string(kHugeLagLimits) + "\nwatermark = \"" + GetParam() + "\"";
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(Watermark, WatermarkTest, ::testing::Values("auto", "lazy", "eager"));
+
+/// pgrelay_watermark_queries_total (-1 when missing).
+long watermark_queries(const Proxy& proxy) {
+  const auto response = http_get(proxy.http_port(), "/metrics");
+  const std::string key = "\npgrelay_watermark_queries_total ";
+  const auto at = response.body.find(key);
+  if (at == std::string::npos) return -1;
+  return std::stol(response.body.substr(at + key.size()));
+}
+
 TEST_F(RoutingTest, ReadsGoToBothStandbysAndWritesToThePrimary) {
   Proxy proxy(routing_toml());
   ASSERT_TRUE(wait_eligible(proxy, {{"node2", true}, {"node3", true}}, 15s)) << proxy.log();
@@ -228,9 +247,9 @@ TEST_F(RoutingTest, LaggingStandbyGetsNoReadsUntilItCatchesUp) {
       << describe(resumed);
 }
 
-TEST_F(RoutingTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
+TEST_P(WatermarkTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
   auto& cluster = Cluster::get();
-  Proxy proxy(routing_toml(kHugeLagLimits));
+  Proxy proxy(routing_toml(routing_keys()));
   Cleanup resume;
   ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume, [&] {
     ASSERT_EQ(cluster.sql("node1", "TRUNCATE ryw"), "TRUNCATE TABLE");
@@ -358,16 +377,19 @@ void expect_pipeline_sync(PGconn* conn) {
   PQclear(sync);
 }
 
-TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsnRead) {
-  Proxy proxy(routing_toml(kHugeLagLimits));
+TEST_P(WatermarkTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsnRead) {
+  Proxy proxy(routing_toml(routing_keys()));
   Cleanup resume;
-  ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume));
+  ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume, [] {
+    ASSERT_EQ(Cluster::get().sql("node1", "DELETE FROM ryw WHERE v IN (-1, -2)").rfind("DELETE", 0),
+              0U);
+  }));
   PgConn conn(proxy.conninfo());
   ASSERT_TRUE(conn.ok()) << conn.error();
   // A write the paused standbys do not have: the client's next read goes to the primary
   // (read-your-writes), on a connection routed for a read.
   ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-1)"), "");
-  std::this_thread::sleep_for(100ms);  // its commit LSN is read and the connection given back
+  std::this_thread::sleep_for(100ms);  // the connection goes back (eager: once the LSN is read)
   ASSERT_EQ(PQenterPipelineMode(conn.conn), 1);
   ASSERT_EQ(PQsendQueryParams(conn.conn, "SELECT count(*) FROM generate_series(1, 3000000)", 0,
                               nullptr, nullptr, nullptr, nullptr, 0),
@@ -397,8 +419,8 @@ TEST_F(RoutingTest, ATransactionPipelinedBehindAReadOnThePrimaryGetsItsCommitLsn
   EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -2"), "1");
 }
 
-TEST_F(RoutingTest, AnAutocommitWritePipelinedBehindACommitGetsItsCommitLsnRead) {
-  Proxy proxy(routing_toml(kHugeLagLimits));
+TEST_P(WatermarkTest, AnAutocommitWritePipelinedBehindACommitGetsItsCommitLsnRead) {
+  Proxy proxy(routing_toml(routing_keys()));
   PgConn conn(proxy.conninfo());
   ASSERT_TRUE(conn.ok()) << conn.error();
   ASSERT_EQ(conn.value("BEGIN"), "");
@@ -550,8 +572,8 @@ TEST_F(RoutingTest, AWritePipelinedBehindAStandbyReadGoesToThePrimary) {
   EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v IN (-3, -4)"), "2");
 }
 
-TEST_F(RoutingTest, CopyFromStdinRunsAndTheClientReadsItsRowsBack) {
-  Proxy proxy(routing_toml(kHugeLagLimits));
+TEST_P(WatermarkTest, CopyFromStdinRunsAndTheClientReadsItsRowsBack) {
+  Proxy proxy(routing_toml(routing_keys()));
   Cleanup resume;
   ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume, [] {
     Cluster::get().sql(
@@ -582,6 +604,106 @@ TEST_F(RoutingTest, CopyFromStdinRunsAndTheClientReadsItsRowsBack) {
     // must go there.
     EXPECT_EQ(conn.value("SELECT count(*) FROM copied"), std::to_string(1000 * (round + 1)));
   }
+}
+
+TEST_F(RoutingTest, ALazyWatermarkIsReadInFrontOfTheNextReadOnly) {
+  auto& cluster = Cluster::get();
+  Proxy proxy(routing_toml(kHugeLagLimits + "\nwatermark = \"lazy\""));
+  Cleanup resume;
+  ASSERT_NO_FATAL_FAILURE(pause_replay_on_both_standbys(proxy, resume));
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  const long before = watermark_queries(proxy);
+  ASSERT_GE(before, 0) << "no pgrelay_watermark_queries_total";
+
+  // Writes alone, autocommit or in blocks, cost no watermark query.
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-20)"), "");
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(conn.value("BEGIN"), "");
+    ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-20)"), "");
+    ASSERT_EQ(conn.value("COMMIT"), "");
+  }
+  EXPECT_EQ(watermark_queries(proxy), before) << "a watermark was read behind a write";
+  const auto written =
+      lsn_value(cluster.sql("node1", "SELECT pg_catalog.pg_current_wal_insert_lsn()"));
+  ASSERT_NE(written, 0U);
+
+  // The next read runs on the primary (the paused standbys lack the writes) with the watermark
+  // read in front of it: its own answer brings pgrelay.commit_lsn, at or past the writes.
+  EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -20"), "25");
+  EXPECT_EQ(watermark_queries(proxy), before + 1);
+  const char* told = PQparameterStatus(conn.conn, "pgrelay.commit_lsn");
+  ASSERT_NE(told, nullptr) << "no pgrelay.commit_lsn with the read's answer";
+  EXPECT_GE(lsn_value(told), written);
+  // Known now: more reads need no query (they wait for the standbys on the primary).
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -20"), "25");
+  EXPECT_EQ(watermark_queries(proxy), before + 1);
+
+  // A read-only transaction after a write gets the watermark read in front of it too, and its
+  // COMMIT is no write: the reads after it need no query of their own.
+  ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-21)"), "");
+  ASSERT_EQ(conn.value("BEGIN READ ONLY"), "");
+  EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -21"), "1");
+  ASSERT_EQ(conn.value("COMMIT"), "");
+  EXPECT_EQ(watermark_queries(proxy), before + 2);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(conn.value("SELECT count(*) FROM ryw WHERE v = -21"), "1");
+  EXPECT_EQ(watermark_queries(proxy), before + 2) << "the read-only COMMIT counted as a write";
+
+  // Once replay passes the watermark, the client's reads go back to the standbys.
+  resume.cleanup();
+  resume.cleanup = nullptr;
+  bool back = false;
+  for (int i = 0; i < 100 && !back; ++i) {
+    const auto port = conn.value("SHOW port");
+    back = port == port_of("node2") || port == port_of("node3");
+    if (!back) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(back) << "reads never returned to the standbys";
+}
+
+TEST_F(RoutingTest, AnAutoWatermarkTurnsEagerOnceTheClientReadsAfterAWrite) {
+  Proxy proxy(routing_toml());  // watermark = "auto", the default
+  PgConn writer(proxy.conninfo());
+  ASSERT_TRUE(writer.ok()) << writer.error();
+  const long before = watermark_queries(proxy);
+  ASSERT_GE(before, 0) << "no pgrelay_watermark_queries_total";
+  // A client that only writes (pgbench -N) costs no watermark query.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(writer.value("BEGIN"), "");
+    ASSERT_EQ(writer.value("INSERT INTO ryw VALUES (-23)"), "");
+    EXPECT_EQ(writer.value("SELECT count(*) > 0 FROM ryw WHERE v = -23"), "t");
+    ASSERT_EQ(writer.value("END"), "");
+  }
+  EXPECT_EQ(watermark_queries(proxy), before);
+  // Its first read after a write gets the watermark read in front of it; from then on every
+  // write gets it read behind (so its reads can soon go to a standby again).
+  EXPECT_EQ(writer.value("SELECT count(*) FROM ryw WHERE v = -23"), "10");
+  EXPECT_EQ(watermark_queries(proxy), before + 1);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(writer.value("INSERT INTO ryw VALUES (-23)"), "");
+  EXPECT_EQ(watermark_queries(proxy), before + 6);
+  // Another client is lazy until it reads after a write itself.
+  PgConn other(proxy.conninfo());
+  ASSERT_TRUE(other.ok()) << other.error();
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(other.value("INSERT INTO ryw VALUES (-24)"), "");
+  EXPECT_EQ(watermark_queries(proxy), before + 6);
+}
+
+TEST_F(RoutingTest, AnEagerWatermarkIsReadBehindEveryWrite) {
+  Proxy proxy(routing_toml("watermark = \"eager\""));
+  PgConn conn(proxy.conninfo());
+  ASSERT_TRUE(conn.ok()) << conn.error();
+  const long before = watermark_queries(proxy);
+  ASSERT_GE(before, 0) << "no pgrelay_watermark_queries_total";
+  for (int i = 0; i < 9; ++i) ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-22)"), "");
+  const auto inside = lsn_value(conn.value(
+      "INSERT INTO ryw VALUES (-22) RETURNING pg_catalog.pg_current_wal_insert_lsn()::text"));
+  ASSERT_NE(inside, 0U);
+  EXPECT_EQ(watermark_queries(proxy), before + 10);
+  // Told with the next answer, whatever it is (a write's too), and past the last write's WAL.
+  ASSERT_EQ(conn.value("INSERT INTO ryw VALUES (-22)"), "");
+  const char* told = PQparameterStatus(conn.conn, "pgrelay.commit_lsn");
+  ASSERT_NE(told, nullptr) << "no pgrelay.commit_lsn after writes";
+  EXPECT_GT(lsn_value(told), inside);
 }
 
 TEST_F(RoutingTest, DelayedStandbyServesNoReads) {

@@ -24,6 +24,13 @@ struct HttpSettings {
 
 enum class PoolMode { kSession, kTransaction };
 
+/// When read-your-writes reads a client's commit LSN ([routing] watermark). kLazy: a write only
+/// makes it unknown; it is read in front of the client's next read that a standby could serve
+/// (which runs on the primary). kEager: behind every transaction that may have written. kAuto:
+/// lazy until the client's first such read, eager from then on (clients that only write pay
+/// nothing; clients that read get standby reads soon after their writes).
+enum class WatermarkMode { kAuto, kLazy, kEager };
+
 struct PoolSettings {
   PoolMode mode = PoolMode::kSession;
   /// Server connections per (backend, database, user) for the whole process, split evenly
@@ -68,6 +75,8 @@ struct RoutingSettings {
   std::uint64_t max_lag_bytes = std::uint64_t{16} * 1024 * 1024;
   std::uint32_t max_lag_ms = 1000;
   bool read_your_writes = true;
+  /// When a client's commit LSN is read (read_your_writes).
+  WatermarkMode watermark = WatermarkMode::kAuto;
   std::uint32_t primary_wait_ms = 30000;
   /// Functions (bare or schema-qualified names) a read-only query may call besides pg_catalog's
   /// non-volatile ones.

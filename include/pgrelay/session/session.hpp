@@ -139,6 +139,7 @@ struct ParkedClient {
   int fd = -1;
   bool v6 = false;
   bool ryw_unknown = false;
+  bool ryw_reader = false;
   bool unnamed_may_commit = false;
   ParkedClient* prev = nullptr;
   ParkedClient* next = nullptr;
@@ -390,7 +391,9 @@ class Session : public std::enable_shared_from_this<Session> {
   [[nodiscard]] sql::WordScan scan_of(protocol::Bytes message, std::string_view text) const;
   /// Picks the backend for the transaction that starts with the waiting messages.
   routing::Decision route_transaction(const sql::QueryClass& query);
-  void send_commit_lsn_query();
+  /// Queues pgrelay's read of the primary's WAL insert LSN (a kCommitLsn slot): behind the
+  /// client's messages (watermark = "eager") or in front of them (lazy).
+  void send_watermark_query();
   /// Puts the ParameterStatus pgrelay.commit_lsn still owed to the client ahead of the message
   /// about to be forwarded to it.
   void flush_pending_status();
@@ -601,9 +604,18 @@ class Session : public std::enable_shared_from_this<Session> {
   bool may_write_ = false;      ///< attached to the primary for work that may write
   bool batch_ends_tx_ = false;  ///< the waiting messages may end the transaction
   std::uint64_t ryw_lsn_ = 0;   ///< read-your-writes watermark (0: none)
-  /// The client may have committed on a server that was lost before its commit LSN was read:
-  /// reads go to the primary until a new watermark is read there.
+  /// The LSN of the client's last commit is not known: it may have written since the last
+  /// watermark was read (watermark = "lazy"), or committed on a server that was lost before its
+  /// commit LSN was read. Its reads go to the primary until a new watermark is read there.
   bool ryw_unknown_ = false;
+  /// Batches sent that may write (watermark = "lazy"): a watermark read before the latest of
+  /// them does not cover it.
+  std::uint64_t ryw_writes_ = 0;
+  /// [routing] watermark = "auto": the client read after a write (a read a standby could have
+  /// served, had its watermark been known); its commit LSNs are read eagerly from then on.
+  bool ryw_reader_ = false;
+  /// Whether this client's commit LSNs are read behind its writes (else in front of its reads).
+  [[nodiscard]] bool eager_watermark() const;
   pool::Pool* server_pool_ = nullptr;
   int server_pool_backend_ = -1;
   std::uint64_t attachment_ = 0;  ///< increments on every attach and detach

@@ -46,6 +46,8 @@ struct alignas(64) WorkerCounters {
   std::atomic<std::uint64_t> connections_total{0};
   std::atomic<std::uint64_t> login_failures_total{0};
   std::atomic<std::uint64_t> protocol_errors_total{0};
+  /// Read-your-writes watermark queries sent (SELECT pg_current_wal_insert_lsn()).
+  std::atomic<std::uint64_t> watermark_queries_total{0};
   /// Transactions routed, by reason (kRouteReasons).
   std::array<std::atomic<std::uint64_t>, kRouteReasons.size()> route_reasons{};
   /// Request → ReadyForQuery round trips as the proxy sees them (client to client).

@@ -133,6 +133,8 @@ struct StatsFixture {
     w1.pool.opened_total = 9;
     w0.pool.login_failures_total = 1;
     w1.pinned_total = 2;
+    w0.watermark_queries_total = 4;
+    w1.watermark_queries_total = 7;
     using std::chrono::microseconds;
     using std::chrono::seconds;
     w0.observe_latency(microseconds(100));   // le 0.0001 (bounds are inclusive)
@@ -477,6 +479,8 @@ TEST(MetricsText, ClusterAndProcessCounters) {
   EXPECT_EQ(value_of(e, "pgrelay_pool_connections_opened_total"), 9);
   EXPECT_EQ(value_of(e, "pgrelay_pool_login_failures_total"), 1);
   EXPECT_EQ(value_of(e, "pgrelay_pinned_clients_total"), 2);
+  EXPECT_EQ(e.types.at("pgrelay_watermark_queries_total"), "counter");
+  EXPECT_EQ(value_of(e, "pgrelay_watermark_queries_total"), 11);  // summed over the workers
   EXPECT_EQ(value_of(e, "pgrelay_backend_probes_total", backend("node4")), 50);
   EXPECT_EQ(value_of(e, "pgrelay_backend_probe_failures_total", backend("node4")), 3);
   EXPECT_DOUBLE_EQ(value_of(e, "pgrelay_backend_probe_seconds", backend("node2")), 0.0015);

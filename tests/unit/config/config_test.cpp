@@ -84,6 +84,7 @@ read_write_split = true
 max_lag_bytes = 16777216
 max_lag_ms = 1500
 read_your_writes = false
+watermark = "eager"
 primary_wait_ms = 25000
 
 [tls]
@@ -157,6 +158,7 @@ void ExpectFullConfigValues(const Config& c, const TempDir& dir) {
   EXPECT_EQ(c.routing.max_lag_bytes, 16777216u);
   EXPECT_EQ(c.routing.max_lag_ms, 1500u);
   EXPECT_FALSE(c.routing.read_your_writes);
+  EXPECT_EQ(c.routing.watermark, WatermarkMode::kEager);
   EXPECT_EQ(c.routing.primary_wait_ms, 25000u);
 
   ASSERT_TRUE(c.tls.has_value());
@@ -285,6 +287,7 @@ port = 5434
   EXPECT_EQ(c.routing.max_lag_bytes, 16777216u);
   EXPECT_EQ(c.routing.max_lag_ms, 1000u);
   EXPECT_TRUE(c.routing.read_your_writes);
+  EXPECT_EQ(c.routing.watermark, WatermarkMode::kAuto);
   EXPECT_EQ(c.routing.primary_wait_ms, 30000u);
   ASSERT_TRUE(c.tls.has_value());
   EXPECT_EQ(fs::path(c.tls->cert), dir.path() / "server.crt");
@@ -336,6 +339,7 @@ TEST(ConfigLoad, DefaultsWhenOnlyBackendIsGiven) {
   EXPECT_EQ(c.routing.max_lag_bytes, 16u * 1024 * 1024);
   EXPECT_EQ(c.routing.max_lag_ms, 1000u);
   EXPECT_TRUE(c.routing.read_your_writes);
+  EXPECT_EQ(c.routing.watermark, WatermarkMode::kAuto);
   EXPECT_EQ(c.routing.primary_wait_ms, 30000u);
   EXPECT_FALSE(c.tls.has_value());
   EXPECT_EQ(c.limits.max_clients, 10000u);
@@ -642,6 +646,13 @@ TEST(ConfigErrors, MisspelledPoolModeSuggestsTheRightOne) {
   ExpectOneError(parse_config(text, "pgrelay.toml"),
                  "pgrelay.toml:2: pool.mode must be one of \"session\", \"transaction\"; "
                  "did you mean 'transaction'?");
+}
+
+TEST(ConfigErrors, MisspelledWatermarkSuggestsTheRightOne) {
+  const std::string text = "[routing]\nwatermark = \"eagre\"\n" + std::string(kBackend);
+  ExpectOneError(parse_config(text, "pgrelay.toml"),
+                 "pgrelay.toml:2: routing.watermark must be one of \"auto\", \"lazy\", "
+                 "\"eager\"; did you mean 'eager'?");
 }
 
 TEST(ConfigErrors, UnrelatedAuthMethodHasNoHint) {
