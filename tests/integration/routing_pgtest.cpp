@@ -100,6 +100,17 @@ std::string describe(const std::map<std::string, int>& seen) {
   return out;
 }
 
+/// Whether `conn`'s autocommit reads reach a standby within 10 s (read-your-writes lets them
+/// once replay has passed the client's watermark).
+bool reads_reach_a_standby(PgConn& conn) {
+  for (int i = 0; i < 100; ++i) {
+    const auto port = conn.value("SHOW port");
+    if (port == port_of("node2") || port == port_of("node3")) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
 /// Prometheus sample value of pgrelay_route_decisions_total{reason="..."} (-1 when missing).
 long route_decisions(const Proxy& proxy, const std::string& reason) {
   const auto response = http_get(proxy.http_port(), "/metrics");
@@ -316,13 +327,7 @@ TEST_P(WatermarkTest, ReadYourWritesHoldsWithReplayPausedOnBothStandbys) {
   // Once replay resumes and passes the watermark, the reads go back to the standbys.
   ASSERT_EQ(cluster.sql("node2", "SELECT pg_wal_replay_resume()"), "");
   ASSERT_EQ(cluster.sql("node3", "SELECT pg_wal_replay_resume()"), "");
-  bool back = false;
-  for (int i = 0; i < 100 && !back; ++i) {
-    const auto port = carried.value("SHOW port");
-    back = port == port_of("node2") || port == port_of("node3");
-    if (!back) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(back) << "reads never returned to the standbys";
+  EXPECT_TRUE(reads_reach_a_standby(carried)) << "reads never returned to the standbys";
   // Reads after a write were routed with the watermark, except those that ran on the primary
   // connection still attached while the commit LSN was read (how many depends on timing).
   EXPECT_GT(route_decisions(proxy, "read:primary:ryw-wait"), 0);
@@ -652,13 +657,7 @@ TEST_F(RoutingTest, ALazyWatermarkIsReadInFrontOfTheNextReadOnly) {
   // Once replay passes the watermark, the client's reads go back to the standbys.
   resume.cleanup();
   resume.cleanup = nullptr;
-  bool back = false;
-  for (int i = 0; i < 100 && !back; ++i) {
-    const auto port = conn.value("SHOW port");
-    back = port == port_of("node2") || port == port_of("node3");
-    if (!back) std::this_thread::sleep_for(100ms);
-  }
-  EXPECT_TRUE(back) << "reads never returned to the standbys";
+  EXPECT_TRUE(reads_reach_a_standby(conn)) << "reads never returned to the standbys";
 }
 
 TEST_F(RoutingTest, AnAutoWatermarkTurnsEagerOnceTheClientReadsAfterAWrite) {
