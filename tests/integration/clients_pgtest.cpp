@@ -384,6 +384,15 @@ class SplitClientsTest : public ::testing::Test {
     EXPECT_GT(standby_reads, 0) << "no read went to a standby";
   }
 
+  /// The command line of one of the Python test clients, per client name.
+  std::function<std::string(const std::string&)> python_client(const std::string& script) {
+    return [this, script](const std::string& client) {
+      return kPython + " " + kClientsDir + "/" + script + " --port " +
+             std::to_string(proxy_->port()) + " --client " + client + " --transactions " +
+             std::to_string(kSplitTransactions);
+    };
+  }
+
   std::unique_ptr<Proxy> proxy_;
 };
 
@@ -391,22 +400,14 @@ class SplitClientsTest : public ::testing::Test {
 /// statements (the same names with different texts in every client).
 TEST_F(SplitClientsTest, Psycopg3PipelinesAndPreparedStatements) {
   ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import psycopg'", "python3-psycopg"));
-  expect_clients("psycopg3_client", "clients_pg3", "pg3c", [&](const std::string& client) {
-    return kPython + " " + kClientsDir + "/psycopg3_client.py --port " +
-           std::to_string(proxy_->port()) + " --client " + client + " --transactions " +
-           std::to_string(kSplitTransactions);
-  });
+  expect_clients("psycopg3_client", "clients_pg3", "pg3c", python_client("psycopg3_client.py"));
 }
 
 /// Four asyncpg clients with its default statement cache: every statement prepared under
 /// asyncpg's own names (Parse, Describe, Flush, then Bind), a cursor read in pages.
 TEST_F(SplitClientsTest, AsyncpgWithItsStatementCache) {
   ASSERT_NO_FATAL_FAILURE(require(kPython + " -c 'import asyncpg'", "python3-asyncpg"));
-  expect_clients("asyncpg_client", "clients_apg", "apgc", [&](const std::string& client) {
-    return kPython + " " + kClientsDir + "/asyncpg_client.py --port " +
-           std::to_string(proxy_->port()) + " --client " + client + " --transactions " +
-           std::to_string(kSplitTransactions);
-  });
+  expect_clients("asyncpg_client", "clients_apg", "apgc", python_client("asyncpg_client.py"));
 }
 
 /// Four node-postgres clients: named statements `ins` (different texts) and `count`, and a
